@@ -1,0 +1,96 @@
+"""The one place that decides the device: ``auto`` | ``cpu`` | ``cuda``.
+
+CuPy is imported only when CUDA is asked for or probed (``auto``), never on ``cpu``. The
+reason CUDA is or is not used is kept and said once.
+"""
+
+import numpy as np
+
+from kernels._checks import get_array_module
+
+__all__ = ["Backend", "BackendError", "select_backend", "probe_cuda", "get_array_module"]
+
+DEVICES = ("auto", "cpu", "cuda")
+INSTALL_HINT = ('install CuPy for your CUDA version: pip install "xptrain[cuda12]" '
+                '(or "xptrain[cuda13]" for CUDA 13)')
+
+
+class BackendError(RuntimeError):
+    """The requested device cannot be used; the message says why and what to do."""
+
+
+class Backend:
+    """An array namespace (``xp``) with the few device operations the engine needs."""
+
+    def __init__(self, name, xp, reason, device_name):
+        self.name, self.xp, self.reason, self.device_name = name, xp, reason, device_name
+
+    def __repr__(self):
+        return f"Backend({self.name!r}, {self.device_name!r})"
+
+    def asarray(self, a, dtype=None):
+        """Host (NumPy) array -> array on this device."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_host(self, a):
+        """Array on this device -> NumPy array (a device sync on CUDA)."""
+        return a.get() if self.name == "cuda" else np.asarray(a)
+
+    def synchronize(self):
+        if self.name == "cuda":
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def describe(self):
+        return f"{self.name} ({self.device_name}): {self.reason}"
+
+
+_probe_cache = {}
+
+
+def probe_cuda():
+    """Return ``(cupy, device_name, None)`` if a usable GPU is there, else ``(None, None, why)``.
+
+    Usable means: CuPy imports, sees a device, and a smoke test that touches cuBLAS (a small
+    matmul), the runtime compiler (an elementwise op) and a synchronize succeeds.
+    """
+    if "result" in _probe_cache:
+        return _probe_cache["result"]
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken install raising anything else
+        result = (None, None, f"CuPy is not installed ({type(exc).__name__}: {exc})")
+    else:
+        result = _smoke_test(cupy)
+    _probe_cache["result"] = result
+    return result
+
+
+def _smoke_test(cupy):
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count < 1:
+            return None, None, "CuPy found no CUDA device"
+        a = cupy.arange(12, dtype=cupy.float32).reshape(3, 4)
+        b = (a @ a.T) * cupy.float32(0.5) + cupy.float32(1)
+        cupy.cuda.get_current_stream().synchronize()
+        if float(b[0, 0]) != 8.0:
+            return None, None, "the GPU smoke test computed a wrong result"
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return cupy, name, None
+    except Exception as exc:  # CUDARuntimeError, CUBLASError, CompileException, ...
+        return None, None, f"the GPU smoke test failed ({type(exc).__name__}: {exc})"
+
+
+def select_backend(device="auto"):
+    """Return the :class:`Backend` for ``device``; ``cuda`` unusable is a :class:`BackendError`."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return Backend("cpu", np, "asked for with --device cpu", "CPU")
+    cupy, name, why = probe_cuda()
+    if cupy is not None:
+        return Backend("cuda", cupy, "CuPy and a working GPU found", name)
+    if device == "cuda":
+        raise BackendError(f"--device cuda cannot be used: {why}; {INSTALL_HINT}")
+    return Backend("cpu", np, f"no usable GPU: {why}", "CPU")

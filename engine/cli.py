@@ -1,0 +1,222 @@
+"""The ``xptrain`` command line: train, evaluate, info.
+
+Every user error (bad option, missing or corrupt data, unusable device, unreadable
+checkpoint) is one ``xptrain: error: ...`` line on stderr and a non-zero exit.
+Set ``XPTRAIN_DEBUG=1`` to see the traceback instead.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import __version__
+
+EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _float(low, high=None, low_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = (value > low if low_open else value >= low) and (high is None or value < high)
+        if not ok or value != value:
+            rng = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"expected a number {rng}, got {text!r}")
+        return value
+    return parse
+
+
+def _hidden(text):
+    try:
+        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive layer widths like 512 or 512,256, got {text!r}")
+    return sizes
+
+
+def build_parser():
+    from .optim import OPTIMIZERS, SCHEDULES
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    parser = argparse.ArgumentParser(prog="xptrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"xptrain {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an MLP on MNIST (or any MNIST-format IDX folder)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    t.add_argument("--lr", type=_float(0, low_open=True), default=d.lr, help="peak learning rate")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    t.add_argument("--momentum", type=_float(0, 1), default=d.momentum, help="SGD momentum")
+    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    t.add_argument("--weight-decay", type=_float(0), default=d.weight_decay)
+    t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    t.add_argument("--warmup", type=_float(0), default=d.warmup_epochs,
+                   help="linear warm-up length in epochs (may be fractional)")
+    t.add_argument("--step-epochs", type=_positive_int, default=d.step_epochs,
+                   help="step schedule: decay every this many epochs")
+    t.add_argument("--gamma", type=_float(0, low_open=True), default=d.gamma,
+                   help="step schedule: decay factor")
+    t.add_argument("--hidden", type=_hidden, default=d.hidden,
+                   help="hidden layer widths, comma-separated (default %(default)s)")
+    t.add_argument("--activation", choices=("relu", "sigmoid", "tanh"), default=d.activation)
+    t.add_argument("--dropout", type=_float(0, 1), default=d.dropout)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--val-fraction", type=_float(0, 1), default=0.0,
+                   help="hold out this fraction of the training set for validation")
+    t.add_argument("--kernels", choices=("fused", "reference"), default=d.kernels)
+    t.add_argument("--data-dir", help="folder with the four MNIST IDX files (raw or .gz)")
+    t.add_argument("--out", help="output folder for checkpoint.npz and history.json "
+                   "(default runs/<date-time>)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue an interrupted run")
+    t.add_argument("--no-download", action="store_true", help="never download data")
+    t.add_argument("--quiet", action="store_true", help="print only the final summary")
+    t.add_argument("--json", action="store_true",
+                   help="print one final JSON object on stdout (logs go to stderr)")
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on the test set")
+    e.add_argument("checkpoint")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--data-dir")
+    e.add_argument("--no-download", action="store_true")
+    e.add_argument("--json", action="store_true")
+
+    sub.add_parser("info", help="versions, devices, and which kernels are active")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from .backend import BackendError
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .train import TrainingDiverged, TrainingInterrupted
+
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info}
+    try:
+        return handlers[args.command](args) or 0
+    except TrainingInterrupted as exc:
+        print(f"xptrain: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingDiverged as exc:
+        print(f"xptrain: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (BackendError, CheckpointError, DataError, ValueError, OSError) as exc:
+        if os.environ.get("XPTRAIN_DEBUG"):
+            raise
+        print(f"xptrain: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("xptrain: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _logger(args):
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    if getattr(args, "quiet", False):
+        return lambda msg: None
+    return lambda msg: print(msg, file=stream, flush=True)
+
+
+def cmd_train(args):
+    from .backend import select_backend
+    from .data import load_mnist
+    from .metrics import format_per_class
+    from .train import TrainConfig, Trainer
+
+    log = _logger(args)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+        schedule=args.schedule, warmup_epochs=args.warmup, step_epochs=args.step_epochs,
+        gamma=args.gamma, hidden=args.hidden, activation=args.activation,
+        dropout=args.dropout, seed=args.seed, val_fraction=args.val_fraction,
+        kernels=args.kernels).validate()
+    backend = select_backend(args.device)
+    log(f"device: {backend.describe()}")
+    dataset = load_mnist(args.data_dir, download=not args.no_download,
+                         progress=sys.stderr.isatty())
+    log(f"data: {dataset.describe()}")
+    progress = sys.stderr.isatty() and not args.quiet
+    start = time.perf_counter()
+    if args.resume:
+        trainer = Trainer.resume(args.resume, dataset, backend, args.out, log=log,
+                                 progress=progress)
+        log(f"resuming {args.resume} at epoch {trainer.epoch + 1}, "
+            f"step {trainer.step_in_epoch}")
+    else:
+        out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+        trainer = Trainer(config, dataset, backend, out, log=log, progress=progress)
+    c = trainer.config
+    log(f"model: {trainer.model.n_in}-{'-'.join(map(str, c.hidden))}-{dataset.n_classes} "
+        f"{c.activation}, {trainer.model.n_params:,} parameters; {c.optimizer} lr {c.lr} "
+        f"{c.schedule}, batch {c.batch_size}, {c.epochs} epochs, kernels {c.kernels}")
+    history = trainer.fit()
+    test_loss, conf = trainer.evaluate(trainer.x_test, trainer.y_test)
+    summary = _summary(trainer, history, test_loss, conf, time.perf_counter() - start)
+    trainer.save()
+    log(format_per_class(conf))
+    log(f"test accuracy {summary['test_accuracy'] * 100:.2f}%  test loss {test_loss:.4f}  "
+        f"train time {summary['seconds']:.1f}s  {summary['samples_per_second']:,.0f} samples/s"
+        f"  checkpoint {trainer.checkpoint_path}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _summary(trainer, history, test_loss, conf, wall):
+    from .metrics import accuracy, per_class_accuracy
+
+    seconds = sum(row["seconds"] for row in history)
+    samples = trainer.n_train * len(history)
+    return {"test_accuracy": accuracy(conf), "test_loss": test_loss, "epochs": len(history),
+            "seconds": seconds, "wall_seconds": wall,
+            "samples_per_second": samples / seconds if seconds else None,
+            "device": trainer.backend.name, "device_name": trainer.backend.device_name,
+            "kernels": trainer.config.kernels,
+            "per_class_accuracy": [float(a) for a in per_class_accuracy(conf)],
+            "checkpoint": str(trainer.checkpoint_path) if trainer.checkpoint_path else None,
+            "history": history}
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate_checkpoint
+    from .metrics import format_per_class
+
+    result, conf = evaluate_checkpoint(args.checkpoint, args.device, args.data_dir,
+                                       download=not args.no_download)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.checkpoint}: {result['model']} on {result['device']}")
+    print(format_per_class(conf))
+    print(f"test accuracy {result['test_accuracy'] * 100:.2f}%  test loss "
+          f"{result['test_loss']:.4f}  ({result['n_samples']} images)")
+    return 0
+
+
+def cmd_info(args):
+    from .info import collect
+
+    for key, value in collect().items():
+        print(f"{key + ':':<22}{value}")
+    return 0

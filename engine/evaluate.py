@@ -1,0 +1,63 @@
+"""Evaluate a saved checkpoint on a data set's test split."""
+
+import numpy as np
+
+from . import checkpoint
+from .backend import select_backend
+from .data import load_mnist
+from .losses import evaluate_logits
+from .metrics import accuracy, confusion_counts, per_class_accuracy
+from .model import from_spec
+
+
+def load_model(path, backend):
+    """Rebuild the model stored in checkpoint ``path`` on ``backend``; return (model, meta)."""
+    params, _, meta = checkpoint.load(path)
+    try:
+        model = from_spec(meta["model"], backend.xp)
+        model.load_state_dict(params)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"{path}: inconsistent checkpoint ({exc})") from None
+    return model, meta
+
+
+def predict_logits(model, x, chunk=5000):
+    """Logits for uint8 or float images ``x`` (host, (N, features)), as a host array."""
+    xp = model.xp
+    out = []
+    for s in range(0, len(x), chunk):
+        xb = xp.asarray(x[s:s + chunk]).astype(np.float32)
+        if x.dtype == np.uint8:
+            xb *= np.float32(1 / 255)
+        logits = model.forward(xb, train=False)
+        out.append(logits.get() if hasattr(logits, "get") else logits.copy())
+    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+def evaluate_checkpoint(path, device="auto", data_dir=None, download=True):
+    """Test loss, accuracy and per-class accuracy of a checkpoint; returns (dict, confusion)."""
+    backend = select_backend(device)
+    model, meta = load_model(path, backend)
+    data = load_mnist(data_dir, download=download, progress=False)
+    if data.x_test.shape[1] != model.n_in:
+        raise checkpoint.CheckpointError(f"{path}: model takes {model.n_in} inputs but the "
+                                         f"data has {data.x_test.shape[1]} pixels per image")
+    xp = backend.xp
+    logits = xp.asarray(predict_logits(model, data.x_test))
+    labels = xp.asarray(data.y_test)
+    loss_sum, _ = evaluate_logits(logits, labels)
+    n_classes = logits.shape[1]
+    conf = backend.to_host(confusion_counts(xp, labels, logits.argmax(axis=1), n_classes))
+    result = {"checkpoint": str(path), "device": backend.name, "n_samples": int(len(labels)),
+              "test_accuracy": accuracy(conf), "test_loss": float(loss_sum) / len(labels),
+              "per_class_accuracy": [float(a) for a in per_class_accuracy(conf)],
+              "model": _describe(meta["model"]), "epoch": meta.get("epoch")}
+    return result, conf
+
+
+def _describe(spec):
+    widths = [spec["n_in"]] + [layer["n_out"] for layer in spec["layers"]
+                                if layer["type"] == "Linear"]
+    acts = sorted({layer["type"].lower() for layer in spec["layers"]
+                   if layer["type"] not in ("Linear", "Dropout")})
+    return "-".join(map(str, widths)) + (f" {','.join(acts)}" if acts else "")

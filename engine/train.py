@@ -1,0 +1,323 @@
+"""The training loop, written once against ``xp``.
+
+The data set is uploaded once (uint8) and converted on the device; each epoch draws a seeded
+permutation on the host (so CPU and GPU see the same batches), uploads it once, and gathers
+batches on the device. The loss accumulates on the device and is read once per epoch.
+"""
+
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+import kernels
+
+from . import checkpoint
+from .losses import SoftmaxCrossEntropy, evaluate_logits
+from .metrics import accuracy, confusion_counts
+from .model import build_mlp, from_spec
+from .optim import Schedule, make_optimizer
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of a run; the defaults are the tuned MNIST recipe."""
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 5
+    gamma: float = 0.1
+    hidden: tuple = (512,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    seed: int = 0
+    val_fraction: float = 0.0
+    kernels: str = "fused"
+    eval_batch: int = 5000
+    extra: dict = field(default_factory=dict)
+
+    def validate(self):
+        for name in ("epochs", "batch_size", "eval_batch", "step_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.val_fraction and not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), "
+                             f"got {self.warmup_epochs!r}")
+        kernels.set_mode(self.kernels)
+        return self
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in d.items() if k in known})
+        config.hidden = tuple(config.hidden)
+        return config
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C: a checkpoint was saved; ``.path`` names it (None without an output dir)."""
+
+    def __init__(self, message, path):
+        super().__init__(message)
+        self.path = path
+
+
+class Trainer:
+    """Trains an MLP on a :class:`~engine.data.Dataset` with one :class:`Backend`."""
+
+    def __init__(self, config, dataset, backend, out_dir=None, log=print, progress=False):
+        self.config, self.backend, self.xp = config.validate(), backend, backend.xp
+        self.log, self.progress = log, progress
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.dataset = dataset
+        self._upload(dataset)
+        self.model = build_mlp(dataset.x_train.shape[1], config.hidden, dataset.n_classes,
+                               config.activation, config.dropout, self.xp, config.seed)
+        self.optimizer = make_optimizer(config.optimizer, self.model, config.lr, config.momentum,
+                                        config.nesterov, config.weight_decay)
+        self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
+        total = config.epochs * self.steps_per_epoch
+        self.schedule = Schedule(config.lr, config.schedule, total,
+                                 round(config.warmup_epochs * self.steps_per_epoch),
+                                 config.step_epochs * self.steps_per_epoch, config.gamma)
+        self.loss_fn = SoftmaxCrossEntropy()
+        self.epoch, self.step_in_epoch, self.partial_loss = 0, 0, 0.0
+        self.history = []
+        self._stop_requested = False
+
+    # -- data -------------------------------------------------------------------------
+    def _upload(self, d):
+        c = self.config
+        x_train, y_train = d.x_train, d.y_train
+        if c.val_fraction:
+            x_train, y_train, x_eval, y_eval = _split(x_train, y_train, c.val_fraction, c.seed)
+            self.eval_name = "val"
+        else:
+            x_eval, y_eval, self.eval_name = d.x_test, d.y_test, "test"
+        self.n_train = len(y_train)
+        self.x_train, self.y_train = self._to_device(x_train, y_train)
+        self.x_eval, self.y_eval = self._to_device(x_eval, y_eval)
+        self.x_test, self.y_test = self._to_device(d.x_test, d.y_test)
+
+    def _to_device(self, x_uint8, y):
+        """Upload uint8 pixels once and convert to float32 in [0, 1] on the device."""
+        x = self.backend.asarray(x_uint8).astype(np.float32)
+        x *= np.float32(1 / 255)
+        return x, self.backend.asarray(y, dtype=np.int64)
+
+    # -- training ---------------------------------------------------------------------
+    def _epoch_rng(self, epoch, stream):
+        return np.random.SeedSequence([self.config.seed, epoch, stream])
+
+    def _prepare_epoch(self, epoch):
+        """Upload the epoch's permutation; reseed dropout so a resume draws the same masks."""
+        order = np.random.default_rng(self._epoch_rng(epoch, 0)).permutation(self.n_train)
+        for i, layer in enumerate(self.model.dropout_layers()):
+            seed = int(self._epoch_rng(epoch, 1 + i).generate_state(1)[0])
+            layer.rng = self.xp.random.default_rng(seed)
+        return self.backend.asarray(order)
+
+    def _skip_dropout_draws(self, steps):
+        """Replay the dropout draws of ``steps`` already-done batches (resume mid-epoch)."""
+        layers = self.model.dropout_layers()
+        if not layers or self.config.dropout == 0:
+            return
+        bs = self.config.batch_size
+        for s in range(steps):
+            n = min(bs, self.n_train - s * bs)
+            width = self.model.n_in
+            for layer in self.model.layers:
+                if hasattr(layer, "n_out"):
+                    width = layer.n_out
+                if layer in layers:
+                    layer.draw((n, width), np.dtype(np.float32))
+
+    def train_epoch(self, epoch, bar=None):
+        """Run one epoch from ``self.step_in_epoch``; return (mean train loss, seconds)."""
+        xp, model, bs = self.xp, self.model, self.config.batch_size
+        perm = self._prepare_epoch(epoch)
+        self._skip_dropout_draws(self.step_in_epoch)
+        loss_sum = xp.zeros((), np.float64)
+        first = self.step_in_epoch
+        self.backend.synchronize()
+        start = time.perf_counter()
+        for s in range(first, self.steps_per_epoch):
+            if self._stop_requested:
+                self._interrupt(epoch, s, loss_sum)
+            idx = perm[s * bs:(s + 1) * bs]
+            xb = xp.take(self.x_train, idx, axis=0)
+            logits = model.forward(xb, train=True)
+            loss, gy = self.loss_fn(logits, xp.take(self.y_train, idx))
+            model.backward(gy)
+            self.optimizer.step(self.schedule(epoch * self.steps_per_epoch + s))
+            loss_sum += loss * np.float32(idx.shape[0])
+            if bar is not None:
+                bar.update(1)
+        total = float(loss_sum) + self.partial_loss  # the epoch's one host sync
+        seconds = time.perf_counter() - start
+        samples = self.n_train - min(first * bs, self.n_train)
+        self.step_in_epoch, self.partial_loss = 0, 0.0
+        return total / self.n_train, seconds, samples
+
+    def evaluate(self, x, y):
+        """Mean loss and the confusion matrix (host) over ``x, y`` in chunks."""
+        xp, n, chunk = self.xp, y.shape[0], self.config.eval_batch
+        loss_sum = xp.zeros((), np.float64)
+        preds = xp.empty(n, np.int64)
+        for s in range(0, n, chunk):
+            logits = self.model.forward(x[s:s + chunk], train=False)
+            loss, _ = evaluate_logits(logits, y[s:s + chunk])
+            loss_sum += loss
+            preds[s:s + chunk] = logits.argmax(axis=1)
+        conf = confusion_counts(xp, y, preds, self.dataset.n_classes)
+        return float(loss_sum) / max(n, 1), self.backend.to_host(conf)
+
+    def fit(self):
+        """Train the remaining epochs; return the history (a list of per-epoch dicts)."""
+        old = _install_sigint(self)
+        try:
+            for epoch in range(self.epoch, self.config.epochs):
+                self._run_epoch(epoch)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        return self.history
+
+    def _run_epoch(self, epoch):
+        bar = self._bar(epoch)
+        train_loss, seconds, samples = self.train_epoch(epoch, bar)
+        if bar is not None:
+            bar.close()
+        eval_loss, conf = self.evaluate(self.x_eval, self.y_eval)
+        row = {"epoch": epoch + 1, "train_loss": train_loss,
+               f"{self.eval_name}_loss": eval_loss, f"{self.eval_name}_accuracy": accuracy(conf),
+               "seconds": seconds, "samples_per_second": samples / seconds if seconds else None,
+               "lr": self.schedule((epoch + 1) * self.steps_per_epoch - 1)}
+        if not (math.isfinite(train_loss) and math.isfinite(eval_loss)):
+            last = self.checkpoint_path if self.epoch else None
+            raise TrainingDiverged(
+                f"the loss became {train_loss if not math.isfinite(train_loss) else eval_loss}"
+                f" in epoch {epoch + 1}: lower the learning rate (--lr, now {self.config.lr})"
+                ", add warm-up (--warmup) or use a smaller batch; "
+                + (f"last good checkpoint: {last}" if last else "no checkpoint was written"))
+        self.history.append(row)
+        self.epoch = epoch + 1
+        self.log(_format_row(row, self.eval_name, self.config.epochs))
+        self.save()
+
+    def _bar(self, epoch):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, leave=False,
+                    desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="step")
+
+    def _interrupt(self, epoch, step, loss_sum):
+        self.epoch, self.step_in_epoch = epoch, step
+        self.partial_loss += float(loss_sum)
+        path = self.save()
+        where = f"epoch {epoch + 1}, step {step}/{self.steps_per_epoch}"
+        msg = (f"interrupted at {where}; checkpoint saved to {path}; continue with "
+               f"--resume {path}" if path else f"interrupted at {where} (no --out, not saved)")
+        raise TrainingInterrupted(msg, path)
+
+    # -- checkpoints ------------------------------------------------------------------
+    @property
+    def checkpoint_path(self):
+        return self.out_dir / "checkpoint.npz" if self.out_dir else None
+
+    def save(self, path=None):
+        """Write the checkpoint and the history JSON (atomically); return the path."""
+        path = path or self.checkpoint_path
+        if path is None:
+            return None
+        opt_arrays, opt_meta = self.optimizer.state_dict()
+        checkpoint.save(path, self.model.state_dict(), opt_arrays, self.metadata(opt_meta))
+        checkpoint.write_json(Path(path).parent / "history.json", self.history)
+        return path
+
+    def metadata(self, opt_meta=None):
+        return {"model": self.model.spec(), "config": _jsonable(asdict(self.config)),
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "partial_loss": self.partial_loss, "optimizer": opt_meta or {},
+                "history": self.history, "n_classes": self.dataset.n_classes,
+                "image_shape": list(self.dataset.image_shape),
+                "data": self.dataset.describe(), "versions": versions(),
+                "device": self.backend.name, "kernels": kernels.get_mode()}
+
+    @classmethod
+    def resume(cls, path, dataset, backend, out_dir=None, **kwargs):
+        """Rebuild a trainer from a checkpoint and continue where it stopped."""
+        params, optim, meta = checkpoint.load(path)
+        config = TrainConfig.from_dict(meta["config"])
+        trainer = cls(config, dataset, backend, out_dir or Path(path).parent, **kwargs)
+        expected = from_spec(meta["model"], np).spec()
+        if expected != trainer.model.spec():
+            raise checkpoint.CheckpointError(f"{path}: its model does not match its config")
+        trainer.model.load_state_dict(params)
+        trainer.optimizer.load_state_dict(optim, meta["optimizer"])
+        trainer.epoch, trainer.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
+        trainer.partial_loss, trainer.history = meta["partial_loss"], meta["history"]
+        return trainer
+
+
+def _split(x, y, fraction, seed):
+    from .data import split_validation
+
+    return split_validation(x, y, fraction, seed)
+
+
+def _install_sigint(trainer):
+    """First Ctrl-C: finish the step, save, stop. A second one interrupts at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if trainer._stop_requested:
+            raise KeyboardInterrupt
+        trainer._stop_requested = True
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _format_row(row, eval_name, epochs):
+    return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
+            f"{eval_name}_loss {row[f'{eval_name}_loss']:.4f}  "
+            f"{eval_name}_acc {row[f'{eval_name}_accuracy'] * 100:.2f}%  "
+            f"{row['seconds']:.2f}s  {row['samples_per_second'] or 0:,.0f} samples/s")
+
+
+def _jsonable(d):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def versions():
+    import platform
+
+    import numba
+
+    from . import __version__
+
+    return {"xptrain": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__}

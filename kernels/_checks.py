@@ -1,0 +1,77 @@
+"""Validation at the kernels' boundary: the kernels themselves validate nothing.
+
+Also home of :func:`get_array_module`, which decides NumPy or CuPy from the arrays
+themselves without importing CuPy (it looks in ``sys.modules``).
+"""
+
+import sys
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_cupy_array(a):
+    """True when ``a`` is a CuPy array; never imports CuPy."""
+    cp = sys.modules.get("cupy")
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def get_array_module(*arrays):
+    """Return ``numpy`` or ``cupy`` for ``arrays``; a mix of both is a ``TypeError``."""
+    kinds = {is_cupy_array(a) for a in arrays if a is not None}
+    if len(kinds) > 1:
+        names = ", ".join(f"{type(a).__module__}.{type(a).__name__}" for a in arrays)
+        raise TypeError(f"arrays are on different devices (got {names}); "
+                        "move them to one device first")
+    if kinds == {True}:
+        return sys.modules["cupy"]
+    return np
+
+
+def check_float(name, a, ndim=None):
+    """Check ``a`` is a float32/float64 array (of ``ndim`` dims); return it C-contiguous."""
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        a = get_array_module(a).ascontiguousarray(a)
+    return a
+
+
+def check_labels(labels, n_samples, n_classes, check_range=True):
+    """Check integer labels of shape (n_samples,) in [0, n_classes); return them contiguous.
+
+    The range check reads every label (a device sync on CuPy); callers that validated the
+    labels once at load time pass ``check_range=False``. The kernels never write out of
+    bounds even then: a row with a bad label gets a NaN loss.
+    """
+    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
+        got = getattr(labels, "dtype", type(labels).__name__)
+        raise TypeError(f"labels must be an integer array, got {got}")
+    if labels.shape != (n_samples,):
+        raise ValueError(f"labels must have shape ({n_samples},) to match logits, "
+                         f"got {tuple(labels.shape)}")
+    if check_range and n_samples:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"labels must lie in [0, {n_classes}), got values in [{lo}, {hi}]")
+    if not labels.flags.c_contiguous:
+        labels = get_array_module(labels).ascontiguousarray(labels)
+    return labels
+
+
+def check_out(name, out, shape, dtype, like):
+    """Check an ``out=`` buffer: right shape and dtype, C-contiguous, same device as ``like``."""
+    if out is None:
+        return None
+    get_array_module(out, like)
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {dtype}, "
+                         f"got {tuple(out.shape)} {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return out

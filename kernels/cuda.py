@@ -1,0 +1,108 @@
+"""GPU twins of the reference kernels, written with numba-cuda, running on CuPy arrays.
+
+Nothing here imports ``numba.cuda`` until a kernel is first used, and no kernel is compiled
+with an explicit signature (that raises on a machine without a driver). Launches go on CuPy's
+current stream through ``cuda.external_stream`` with the array-interface sync turned off, so
+a launch never blocks the host. Under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)
+the same kernels run on NumPy arrays on the CPU, which is how CI tests them.
+"""
+
+import math
+import os
+
+import numpy as np
+
+THREADS = 128
+_kernels = {}
+cuda = None  # numba.cuda, imported on first use
+
+
+def simulator_enabled():
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+def _build():
+    """Define the kernels once (lazy ``@cuda.jit``: compiled per signature at first launch)."""
+    if _kernels:
+        return _kernels
+    global cuda
+    from numba import config
+    from numba import cuda  # module global: the simulator swaps the kernels' globals
+
+    # CuPy orders work on its own stream; the per-launch host sync Numba adds by default
+    # (NUMBA_CUDA_ARRAY_INTERFACE_SYNC=1) would stall the host every step.
+    config.CUDA_ARRAY_INTERFACE_SYNC = False
+
+    @cuda.jit
+    def softmax_ce_fwd_bwd(x, t, row_loss, gx, inv_n):
+        # inv_n arrives as a NumPy scalar of x's dtype, so float32 math stays float32.
+        i = cuda.grid(1)
+        n, c = x.shape
+        if i >= n:
+            return
+        m = x[i, 0]
+        for j in range(1, c):
+            if x[i, j] > m:
+                m = x[i, j]
+        s = math.exp(x[i, 0] - m)
+        gx[i, 0] = s
+        for j in range(1, c):
+            e = math.exp(x[i, j] - m)
+            gx[i, j] = e
+            s += e
+        k = t[i]
+        if k < 0 or k >= c:
+            row_loss[i] = math.nan
+            k = -1
+        else:
+            row_loss[i] = math.log(s) - (x[i, k] - m)
+        scale = inv_n / s
+        for j in range(c):
+            gx[i, j] *= scale
+        if k >= 0:
+            gx[i, k] -= inv_n
+
+    @cuda.jit
+    def sigmoid_bwd(gy, y, gx, one):
+        start, stride = cuda.grid(1), cuda.gridsize(1)
+        for i in range(start, y.size, stride):
+            gx[i] = gy[i] * y[i] * (one - y[i])
+
+    _kernels.update(softmax_ce=softmax_ce_fwd_bwd, sigmoid_bwd=sigmoid_bwd, cuda=cuda)
+    return _kernels
+
+
+def _launch_config(n_threads):
+    """(blocks, threads, stream) for ``n_threads`` work items on CuPy's current stream."""
+    k = _build()
+    blocks = max(1, (n_threads + THREADS - 1) // THREADS)
+    if simulator_enabled():
+        return blocks, THREADS, 0
+    import cupy
+
+    return blocks, THREADS, k["cuda"].external_stream(cupy.cuda.get_current_stream().ptr)
+
+
+def _device_args(*arrays):
+    """Refuse host arrays on a real GPU: Numba would copy them to and fro on every launch."""
+    if simulator_enabled():
+        return arrays
+    if any(isinstance(a, np.ndarray) for a in arrays):
+        raise TypeError("the numba-cuda kernels take CuPy arrays; got a NumPy array "
+                        "(use the 'numba' implementation on the CPU)")
+    cuda = _build()["cuda"]
+    return tuple(cuda.as_cuda_array(a, sync=False) for a in arrays)
+
+
+def softmax_cross_entropy_rows(x, t, row_loss, gx):
+    """Same contract as :func:`kernels.reference.softmax_cross_entropy_rows` (one thread/row)."""
+    blocks, threads, stream = _launch_config(x.shape[0])
+    inv_n = x.dtype.type(1.0 / max(x.shape[0], 1))
+    _build()["softmax_ce"][blocks, threads, stream](*_device_args(x, t, row_loss, gx), inv_n)
+
+
+def sigmoid_backward(gy, y, gx):
+    """Same contract as :func:`kernels.reference.sigmoid_backward` (grid-stride loop)."""
+    blocks, threads, stream = _launch_config(min(y.size, 65536 * THREADS))
+    flat = (gy.reshape(-1), y.reshape(-1), gx.reshape(-1))
+    _build()["sigmoid_bwd"][blocks, threads, stream](*_device_args(*flat), y.dtype.type(1))
