@@ -106,6 +106,22 @@ def read_idx(path):
     return parse_idx(read_idx_bytes(path), str(path))
 
 
+def write_idx(path, array):
+    """Write ``array`` as an IDX file (gzip-compressed if ``path`` ends in .gz), atomically."""
+    from .checkpoint import atomic_write
+
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder("="): k for k, v in IDX_DTYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise ValueError(f"IDX cannot store dtype {array.dtype}")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    data = header + array.astype(IDX_DTYPES[code]).tobytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    atomic_write(path, lambda f: f.write(data))
+
+
 def _find_file(folder, stem):
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():

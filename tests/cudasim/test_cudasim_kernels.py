@@ -1,0 +1,54 @@
+"""The numba-cuda kernels under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+
+Collected only in a pytest process started with the simulator on (see
+tests/test_kernels_cudasim.py); tiny shapes, since the simulator runs a few thousand
+threads per second.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import kernels
+from tests.kernel_cases import TOL, make_labels, make_logits
+
+pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
+                                reason="needs NUMBA_ENABLE_CUDASIM=1 set before Numba loads")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 10), (3, 1), (5, 3), (130, 4)])
+@pytest.mark.parametrize("regime", ["normal", "huge", "equal", "nan_row"])
+def test_softmax_ce_matches_reference(dtype, shape, regime):
+    x = make_logits(shape, dtype, regime, "fortran" if shape[0] == 5 else "c",
+                    seed=np.random.SeedSequence().entropy % 2**32)
+    t = make_labels(shape[0], shape[1], 3)
+    loss, g = kernels.softmax_cross_entropy(x, t, impl="numba-cuda")
+    loss_r, g_r = kernels.softmax_cross_entropy(x, t, impl="reference")
+    assert g.dtype == dtype and loss.dtype == dtype
+    np.testing.assert_allclose(g, g_r, **TOL[dtype])
+    np.testing.assert_allclose(loss, loss_r, **TOL[dtype])
+    if regime == "nan_row":
+        assert np.isnan(g[shape[0] // 2]).all()
+        assert np.isfinite(np.delete(g, shape[0] // 2, axis=0)).all()
+
+
+def test_bad_label_gives_nan_row_not_oob():
+    x = np.zeros((3, 4), np.float32)
+    rows = np.zeros(3, np.float32)
+    kernels.softmax_cross_entropy(x, np.array([1, 4, -1]), row_loss=rows,
+                                  impl="numba-cuda", check=False)
+    assert np.isfinite(rows[0]) and np.isnan(rows[1:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (2, 3, 5)])
+def test_sigmoid_backward_matches_reference(dtype, shape):
+    rng = np.random.default_rng()
+    y = rng.random(shape).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    gx = kernels.sigmoid_backward(gy, y, impl="numba-cuda")
+    np.testing.assert_allclose(gx, kernels.sigmoid_backward(gy, y, impl="reference"),
+                               **TOL[dtype])
+    assert gx.dtype == dtype

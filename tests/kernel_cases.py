@@ -1,0 +1,37 @@
+"""The kernel test matrix, shared by the NumPy, CuPy and CUDA-simulator test files.
+
+Cases: dtype x shape x value regime x layout, each compared with the plain-xp reference.
+"""
+
+import numpy as np
+
+TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
+SHAPES = [(1, 10), (3, 1), (7, 3), (33, 10), (129, 17), (257, 10)]
+REGIMES = ["normal", "huge", "equal", "nan_row"]
+LAYOUTS = ["c", "fortran", "strided"]
+
+
+def make_logits(shape, dtype, regime, layout, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 3
+    if regime == "huge":
+        x = rng.choice([-1e4, 1e4], size=shape) + rng.standard_normal(shape)
+    elif regime == "equal":
+        x = np.full(shape, 7.5)
+    elif regime == "nan_row":
+        x[shape[0] // 2, shape[1] // 2] = np.nan
+    return arrange(x.astype(dtype), layout)
+
+
+def arrange(x, layout):
+    if layout == "fortran":
+        return np.asfortranarray(x)
+    if layout == "strided":
+        wide = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
+        wide[:, ::2] = x
+        return wide[:, ::2]
+    return x
+
+
+def make_labels(n, c, seed, dtype=np.int64):
+    return np.random.default_rng(seed + 1).integers(0, c, n).astype(dtype)

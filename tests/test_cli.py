@@ -1,0 +1,122 @@
+"""The command line: a JSON summary, evaluate, info, and one clear line per user error."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import checkpoint
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--epochs", "2", "--batch-size", "32", "--hidden", "24", "--device", "cpu"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_json_then_evaluate(capsys, tiny_dir, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir),
+                             "--out", str(out_dir), "--json")
+    assert code == 0, err
+    summary = json.loads(out)  # stdout holds exactly one JSON object
+    for key in ("test_accuracy", "test_loss", "epochs", "seconds", "samples_per_second",
+                "device"):
+        assert key in summary
+    assert 0 <= summary["test_accuracy"] <= 1 and summary["epochs"] == 2
+    assert summary["device"] == "cpu"
+    assert "class  samples  correct  accuracy" in err  # the per-class table, on stderr
+    code, out, err = run_cli(capsys, "evaluate", str(out_dir / "checkpoint.npz"),
+                             "--data-dir", str(tiny_dir), "--device", "cpu", "--json")
+    assert code == 0, err
+    assert json.loads(out)["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_train_prints_per_epoch_lines_and_table(capsys, tiny_dir, tmp_path):
+    code, out, _ = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir),
+                           "--out", str(tmp_path / "r"))
+    assert code == 0
+    assert out.count("epoch ") >= 2 and "test accuracy" in out
+    assert "unverified IDX data set" in out
+
+
+def test_info(capsys):
+    code, out, _ = run_cli(capsys, "info")
+    assert code == 0
+    for key in ("python:", "numpy:", "numba:", "cupy:", "cuda:", "kernels (cpu):"):
+        assert key in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--lr", "-1"], "argument --lr: expected a number > 0"),
+    (["train", "--hidden", "12,x"], "argument --hidden: expected comma-separated"),
+    (["train", "--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+    (["train", "--optimizer", "rms"], "argument --optimizer: invalid choice"),
+    (["train", "--dropout", "1"], "argument --dropout: expected a number >= 0 and < 1"),
+])
+def test_bad_options(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line(capsys, tmp_path, tiny_dir, monkeypatch):
+    cases = [
+        (["train", "--device", "cpu", "--data-dir", str(tmp_path / "none")],
+         "is not a directory"),
+        (["evaluate", str(tmp_path / "missing.npz"), "--device", "cpu"],
+         "no such checkpoint file"),
+        (["train", "--device", "cpu", "--data-dir", str(tiny_dir), "--warmup", "99"],
+         "warmup_epochs must be between 0 and epochs"),
+        (["train", "--device", "cpu", "--data-dir", str(tiny_dir), "--resume",
+          str(tmp_path / "bad.npz")], "bad.npz: not an xptrain checkpoint"),
+    ]
+    (tmp_path / "bad.npz").write_text("garbage")
+    for argv, message in cases:
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert err.startswith("xptrain: error: ") and message in err
+        assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cuda_unavailable_is_a_clear_error(capsys, monkeypatch, tiny_dir):
+    from engine import backend
+
+    monkeypatch.setattr(backend, "_probe_cache", {})
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    code, _, err = run_cli(capsys, "train", "--device", "cuda", "--data-dir", str(tiny_dir))
+    assert code == 2 and 'pip install "xptrain[cuda12]"' in err
+
+
+def test_corrupt_data_is_a_clear_error(capsys, tiny_dir):
+    (tiny_dir / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    code, _, err = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir))
+    assert code == 2 and "train-labels-idx1-ubyte.gz: corrupt gzip data" in err
+
+
+def test_divergence_exit_code(capsys, tiny_dir, tmp_path):
+    code, _, err = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir), "--lr", "1e30",
+                           "--optimizer", "sgd", "--out", str(tmp_path / "r"))
+    assert code == 3 and "lower the learning rate" in err
+
+
+def test_console_entry_point_in_subprocess(tiny_dir, tmp_path):
+    """`python -m engine` exits non-zero with one message, never a traceback."""
+    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(tiny_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("xptrain: error:") and "Traceback" not in proc.stderr
+    ckpt = tmp_path / "c.npz"
+    checkpoint.save(ckpt, {"0.W": np.ones((2, 2))}, {}, {"model": {"n_in": 3, "layers": []}})
+    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(ckpt),
+                           "--device", "cpu", "--data-dir", str(tiny_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "inconsistent checkpoint" in proc.stderr

@@ -1,0 +1,215 @@
+"""Every available kernel twin against the plain-xp reference, on NumPy arrays (and on
+CuPy arrays when a GPU is usable); the reference against finite differences and PyTorch."""
+
+import numpy as np
+import pytest
+
+import kernels
+from kernels import reference
+from tests.kernel_cases import LAYOUTS, REGIMES, SHAPES, TOL, arrange, make_labels, make_logits
+
+CPU_IMPLS = kernels.implementations("cpu")
+
+
+def ref_softmax_ce(x, t):
+    """Independent float64 oracle written without the kernels package."""
+    x = np.asarray(x, np.float64)
+    m = x.max(axis=1, keepdims=True)
+    logp = x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+    p = np.exp(logp)
+    onehot = np.eye(x.shape[1])[t]
+    return -logp[np.arange(len(t)), t].mean(), (p - onehot) / len(t)
+
+
+def test_fused_twin_is_available_on_cpu():
+    assert "numba" in CPU_IMPLS
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_softmax_ce_matrix(impl, dtype, shape, regime, layout):
+    seed = hash((impl, str(dtype), shape, regime, layout)) % 2**32  # fresh per case
+    x = make_logits(shape, dtype, regime, layout, seed)
+    t = make_labels(shape[0], shape[1], seed)
+    x_before = x.copy()
+    loss, g = kernels.softmax_cross_entropy(x, t, impl=impl)
+    assert loss.shape == () and loss.dtype == dtype and g.dtype == dtype
+    assert g.shape == shape
+    np.testing.assert_array_equal(x, x_before)  # input untouched
+    rows = np.ones(shape[0], bool)
+    if regime == "nan_row":
+        bad = shape[0] // 2
+        assert np.isnan(g[bad]).all() and np.isnan(loss)
+        rows[bad] = False
+    else:
+        assert np.isfinite(g).all() and np.isfinite(loss)
+        ref_loss, _ = ref_softmax_ce(x, t)
+        np.testing.assert_allclose(loss, ref_loss, **_loose(dtype, regime))
+    if rows.any():
+        _, ref_g = ref_softmax_ce(np.ascontiguousarray(x)[rows], t[rows])
+        np.testing.assert_allclose(g[rows], ref_g * rows.sum() / shape[0],
+                                   **_loose(dtype, regime))
+    # and the twin equals the package reference bit-for-bit up to ulps
+    loss_r, g_r = kernels.softmax_cross_entropy(x, t, impl="reference")
+    np.testing.assert_allclose(g, g_r, **TOL[dtype])
+
+
+def _loose(dtype, regime):
+    tol = dict(TOL[dtype])
+    if regime == "huge" and dtype == np.float32:
+        tol["rtol"] = 1e-4  # |logit| 1e4 in float32 has an ulp of ~1e-3
+    return tol
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (7, 3), (129, 65), (4, 5, 6)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sigmoid_backward_matrix(impl, dtype, shape, layout):
+    rng = np.random.default_rng(abs(hash((impl, str(dtype), shape, layout))) % 2**32)
+    z = rng.standard_normal(shape) * 5
+    z.reshape(-1)[0] = 400  # saturated: y == 1 exactly
+    y = (1 / (1 + np.exp(-z))).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    if len(shape) == 2:
+        y, gy = arrange(y, layout), arrange(gy, layout)
+    before = (y.copy(), gy.copy())
+    gx = kernels.sigmoid_backward(gy, y, impl=impl)
+    assert gx.dtype == dtype and gx.shape == shape
+    np.testing.assert_array_equal(y, before[0])
+    np.testing.assert_array_equal(gy, before[1])
+    expected = gy.astype(np.float64) * y * (1 - y.astype(np.float64))
+    np.testing.assert_allclose(gx, expected, **TOL[dtype])
+    assert gx.reshape(-1)[0] == 0
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_out_buffers_are_written_in_place(impl):
+    x = np.random.default_rng(0).standard_normal((9, 4)).astype(np.float32)
+    t = make_labels(9, 4, 0)
+    out, rows = np.full_like(x, np.nan), np.full(9, np.nan, np.float32)
+    loss, g = kernels.softmax_cross_entropy(x, t, out=out, row_loss=rows, impl=impl)
+    assert g is out and np.isfinite(out).all()
+    np.testing.assert_allclose(rows.mean(), loss, rtol=1e-6)
+    y = np.full((3, 3), 0.5, np.float32)
+    buf = np.full_like(y, np.nan)
+    assert kernels.sigmoid_backward(np.ones_like(y), y, out=buf, impl=impl) is buf
+    np.testing.assert_array_equal(buf, 0.25)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64, np.uint8])
+def test_label_dtypes(impl, label_dtype):
+    x = np.random.default_rng(1).standard_normal((5, 6))
+    t = make_labels(5, 6, 1, label_dtype)
+    loss, g = kernels.softmax_cross_entropy(x, t, impl=impl)
+    ref_loss, ref_g = ref_softmax_ce(x, t.astype(np.int64))
+    np.testing.assert_allclose(g, ref_g, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_bad_labels_rejected_or_nan(impl):
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+        kernels.softmax_cross_entropy(x, np.array([0, 4, 1]), impl=impl)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        kernels.softmax_cross_entropy(x, np.array([0, -1, 1]), impl=impl)
+    with pytest.raises(TypeError, match="labels must be an integer array"):
+        kernels.softmax_cross_entropy(x, np.array([0.0, 1.0, 2.0]), impl=impl)
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        kernels.softmax_cross_entropy(x, np.array([0, 1]), impl=impl)
+    # without the range check a bad label is a NaN row, never an out-of-bounds write
+    out = np.zeros((3, 4), np.float32)
+    rows = np.zeros(3, np.float32)
+    kernels.softmax_cross_entropy(x, np.array([0, 99, -7]), out=out, row_loss=rows,
+                                  impl=impl, check=False)
+    assert np.isnan(rows[1:]).all() and np.isfinite(rows[0])
+    np.testing.assert_allclose(out[1:], 0.25 / 3, rtol=1e-6)
+
+
+def test_argument_errors():
+    x = np.zeros((2, 3), np.float32)
+    t = np.array([0, 1])
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kernels.softmax_cross_entropy(x.astype(np.int32), t)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        kernels.softmax_cross_entropy(x.astype(np.float16), t)
+    with pytest.raises(ValueError, match="2-D"):
+        kernels.softmax_cross_entropy(np.zeros(3, np.float32), t)
+    with pytest.raises(ValueError, match="out must have shape"):
+        kernels.softmax_cross_entropy(x, t, out=np.zeros((2, 3), np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.softmax_cross_entropy(x, t, out=np.zeros((3, 2), np.float32).T)
+    with pytest.raises(ValueError, match="gy must match y"):
+        kernels.sigmoid_backward(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="unknown kernel implementation"):
+        kernels.sigmoid_backward(x, x, impl="nope")
+    with pytest.raises(ValueError, match="'fused' or 'reference'"):
+        kernels.set_mode("fast")
+
+
+def test_mixed_devices_are_a_type_error(monkeypatch):
+    import sys
+    import types
+
+    fake = types.ModuleType("cupy")
+
+    class ndarray:  # noqa: N801 - mimics cupy.ndarray
+        pass
+
+    fake.ndarray = ndarray
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(TypeError, match="different devices"):
+        kernels.sigmoid_backward(ndarray(), np.zeros(3))
+
+
+def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
+    from kernels import cpu
+
+    def broken(*args):
+        raise RuntimeError("simulated compile failure")
+
+    monkeypatch.setattr(cpu, "sigmoid_backward", broken)
+    monkeypatch.setitem(kernels._state, "broken", {})
+    y = np.full((2, 2), 0.5)
+    with pytest.warns(RuntimeWarning, match="numba unavailable.*simulated compile failure"):
+        gx = kernels.sigmoid_backward(np.ones_like(y), y)
+    np.testing.assert_array_equal(gx, 0.25)
+    assert kernels.active_implementation("cpu") == "reference"
+
+
+def test_reference_against_finite_differences_float64():
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
+    rows, g = np.empty(5), np.empty((5, 4))
+    reference.softmax_cross_entropy_rows(x, t, rows, g)
+    h, num = 1e-6, np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        for sign in (1, -1):
+            xp_ = x.copy()
+            xp_[i] += sign * h
+            r = np.empty(5)
+            reference.softmax_cross_entropy_rows(xp_, t, r, np.empty_like(x))
+            num[i] += sign * r.mean() / (2 * h)
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-10)
+
+
+def test_reference_against_pytorch():
+    torch = pytest.importorskip("torch", reason="PyTorch not installed: no peer to compare")
+    rng = np.random.default_rng(8)
+    x, t = rng.standard_normal((17, 10)) * 5, rng.integers(0, 10, 17)
+    xt = torch.tensor(x, requires_grad=True)
+    loss_t = torch.nn.functional.cross_entropy(xt, torch.tensor(t))
+    loss_t.backward()
+    loss, g = kernels.softmax_cross_entropy(x, t, impl="reference")
+    np.testing.assert_allclose(loss, loss_t.item(), rtol=1e-12)
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-15)
+    y = torch.tensor(rng.standard_normal((4, 6)), requires_grad=True)
+    s = torch.sigmoid(y)
+    gy = rng.standard_normal((4, 6))
+    s.backward(torch.tensor(gy))
+    gx = kernels.sigmoid_backward(gy, s.detach().numpy(), impl="reference")
+    np.testing.assert_allclose(gx, y.grad.numpy(), rtol=1e-12)

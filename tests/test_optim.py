@@ -1,0 +1,110 @@
+"""Each optimizer against its textbook formula, schedules, and hyperparameter errors."""
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.model import build_mlp
+from engine.optim import SGD, Adam, Schedule, make_optimizer
+
+
+def setup(seed=0):
+    model = build_mlp(3, (4,), 2, "tanh", seed=seed, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    grads = [rng.standard_normal(model.n_params) for _ in range(4)]
+    return model, grads
+
+
+def run(opt, model, grads, lrs):
+    for g, lr in zip(grads, lrs):
+        model.grads[...] = g
+        opt.step(lr)
+    return model.params.copy()
+
+
+def decay_mask(model):
+    mask = np.zeros(model.n_params)
+    mask[:model.n_decay] = 1
+    return mask
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                                  (0.9, True, 0.01), (0.5, False, 0.1)])
+def test_sgd_formula(momentum, nesterov, wd):
+    model, grads = setup()
+    p, v = model.params.copy(), np.zeros(model.n_params)
+    mask, lrs = decay_mask(model), [0.1, 0.05, 0.02, 0.01]
+    for g, lr in zip(grads, lrs):
+        g = g + wd * mask * p
+        v = momentum * v + g
+        p = p - lr * ((g + momentum * v) if nesterov else (v if momentum else g))
+    opt = SGD(model, momentum, nesterov, wd)
+    np.testing.assert_allclose(run(opt, model, grads, lrs), p, rtol=1e-6)
+
+
+@pytest.mark.parametrize("decoupled,wd", [(False, 0.0), (False, 0.01), (True, 0.05)])
+def test_adam_formula(decoupled, wd):
+    model, grads = setup(1)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    p, m, v = model.params.copy(), np.zeros(model.n_params), np.zeros(model.n_params)
+    mask, lrs = decay_mask(model), [1e-2, 2e-2, 5e-3, 1e-3]
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        if decoupled:
+            p = p - lr * wd * mask * p
+        else:
+            g = g + wd * mask * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    opt = Adam(model, b1, b2, eps, wd, decoupled)
+    np.testing.assert_allclose(run(opt, model, grads, lrs), p, rtol=1e-6)
+
+
+def test_biases_never_decay():
+    model, _ = setup()
+    before = model.params.copy()
+    opt = make_optimizer("adamw", model, 0.1, weight_decay=0.5)
+    model.grads[...] = 0
+    opt.step(0.1)
+    n = model.n_decay
+    assert n == 3 * 4 + 4 * 2  # the two weight matrices come first
+    np.testing.assert_array_equal(model.params[n:], before[n:])
+    np.testing.assert_allclose(model.params[:n], before[:n] * (1 - 0.1 * 0.5))
+
+
+def test_schedules():
+    const = Schedule(0.1, "constant", total_steps=100, warmup_steps=10)
+    assert const(0) == pytest.approx(0.01) and const(9) == pytest.approx(0.1)
+    assert const(50) == 0.1
+    step = Schedule(1.0, "step", total_steps=100, step_every=30, gamma=0.5)
+    assert [step(s) for s in (0, 29, 30, 60, 99)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    cos = Schedule(1.0, "cosine", total_steps=110, warmup_steps=10)
+    assert cos(10) == pytest.approx(1.0)
+    assert cos(60) == pytest.approx(0.5)
+    assert cos(110) == pytest.approx(0.0, abs=1e-12)
+    assert cos(35) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(name="sgd", lr=-1), "lr must be > 0.0, got -1"),
+    (dict(name="sgd", lr=float("nan")), "lr must be > 0"),
+    (dict(name="sgd", lr=0.1, momentum=1.5), "momentum must be >= 0.0 and < 1.0, got 1.5"),
+    (dict(name="sgd", lr=0.1, momentum=0.0, nesterov=True), "nesterov needs momentum"),
+    (dict(name="adam", lr=0.1, weight_decay=-0.1), "weight_decay must be >= 0.0, got -0.1"),
+    (dict(name="rmsprop", lr=0.1), "optimizer must be one of sgd, adam, adamw, got 'rmsprop'"),
+])
+def test_bad_hyperparameters_named(kwargs, message):
+    model, _ = setup()
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_optimizer(name, model, **kwargs)
+
+
+def test_bad_schedule_values():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        Schedule(0.1, "linear")
+    with pytest.raises(ValueError, match="warmup must be between 0"):
+        Schedule(0.1, total_steps=10, warmup_steps=11)
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        Schedule(0.1, "step", total_steps=10, gamma=0)
