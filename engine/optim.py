@@ -1,6 +1,7 @@
 """Optimizers over the model's flat parameter buffer, and learning-rate schedules.
 
-Each update is a few whole-buffer ``xp`` calls (in place); weight decay applies to
+Each update is one call of a fused kernel over the whole flat buffer (``kernels.sgd_update``,
+``kernels.adam_update``; the plain-xp reference in reference mode); weight decay applies to
 ``params[:n_decay]``, the weights, never the biases. Formulas follow PyTorch's ``SGD``,
 ``Adam`` and ``AdamW``.
 """
@@ -8,6 +9,8 @@ Each update is a few whole-buffer ``xp`` calls (in place); weight decay applies 
 import math
 
 import numpy as np
+
+import kernels
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -35,16 +38,7 @@ class Optimizer:
     def step(self, lr):
         """One update with learning rate ``lr`` (a Python float) from ``model.grads``."""
         self.t += 1
-        self._update(self.model.params, self.model.grads, np.float32(lr))
-
-    def _decayed_grad(self, p, g):
-        """g + wd * p on the weights (L2 penalty); g itself when there is no decay."""
-        if not self.weight_decay:
-            return g
-        g = g.copy()
-        n = self.model.n_decay
-        g[:n] += np.float32(self.weight_decay) * p[:n]
-        return g
+        self._update(self.model.params, self.model.grads, float(lr))
 
     def state_dict(self):
         host = {k: (v.get() if hasattr(v, "get") else np.array(v)) for k, v in self.state.items()}
@@ -75,17 +69,8 @@ class SGD(Optimizer):
         super().__init__(model, weight_decay)
 
     def _update(self, p, g, lr):
-        g = self._decayed_grad(p, g)
-        if self.momentum == 0:
-            p -= lr * g
-            return
-        v = self.state["velocity"]
-        v *= np.float32(self.momentum)
-        v += g
-        if self.nesterov:
-            p -= lr * (g + np.float32(self.momentum) * v)
-        else:
-            p -= lr * v
+        kernels.sgd_update(p, g, self.state.get("velocity"), lr, self.momentum, self.nesterov,
+                           self.weight_decay, self.model.n_decay)
 
 
 class Adam(Optimizer):
@@ -102,22 +87,9 @@ class Adam(Optimizer):
         super().__init__(model, weight_decay)
 
     def _update(self, p, g, lr):
-        xp, m, v = self.xp, self.state["m"], self.state["v"]
-        if self.decoupled and self.weight_decay:
-            n = self.model.n_decay
-            p[:n] *= np.float32(1 - float(lr) * self.weight_decay)
-        elif self.weight_decay:
-            g = self._decayed_grad(p, g)
-        m *= np.float32(self.beta1)
-        m += np.float32(1 - self.beta1) * g
-        v *= np.float32(self.beta2)
-        v += np.float32(1 - self.beta2) * (g * g)
-        bias1 = 1 - self.beta1 ** self.t
-        bias2 = 1 - self.beta2 ** self.t
-        denom = xp.sqrt(v)
-        denom *= np.float32(1 / math.sqrt(bias2))
-        denom += np.float32(self.eps)
-        p -= np.float32(float(lr) / bias1) * (m / denom)
+        kernels.adam_update(p, g, self.state["m"], self.state["v"], lr, self.t, self.beta1,
+                            self.beta2, self.eps, self.weight_decay, self.decoupled,
+                            self.model.n_decay)
 
 
 def make_optimizer(name, model, lr, momentum=0.9, nesterov=False, weight_decay=0.0):

@@ -22,6 +22,9 @@ from .model import build_mlp, from_spec
 from .optim import Schedule, make_optimizer
 
 
+PIXEL_SCALE = np.float32(1 / 255)
+
+
 @dataclass
 class TrainConfig:
     """Hyperparameters of a run; the defaults are the tuned MNIST recipe."""
@@ -102,6 +105,8 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.partial_loss = 0, 0, 0.0
         self.history = []
         self._stop_requested = False
+        self._batches = {}
+        self.compile_seconds = kernels.prepare(backend.name)
 
     # -- data -------------------------------------------------------------------------
     def _upload(self, d):
@@ -118,10 +123,8 @@ class Trainer:
         self.x_test, self.y_test = self._to_device(d.x_test, d.y_test)
 
     def _to_device(self, x_uint8, y):
-        """Upload uint8 pixels once and convert to float32 in [0, 1] on the device."""
-        x = self.backend.asarray(x_uint8).astype(np.float32)
-        x *= np.float32(1 / 255)
-        return x, self.backend.asarray(y, dtype=np.int64)
+        """Upload uint8 pixels once; batches are converted to float32 on the device."""
+        return self.backend.asarray(x_uint8), self.backend.asarray(y, dtype=np.int64)
 
     # -- training ---------------------------------------------------------------------
     def _epoch_rng(self, epoch, stream):
@@ -163,7 +166,7 @@ class Trainer:
             if self._stop_requested:
                 self._interrupt(epoch, s, loss_sum)
             idx = perm[s * bs:(s + 1) * bs]
-            xb = xp.take(self.x_train, idx, axis=0)
+            xb = kernels.gather_rows(self.x_train, idx, PIXEL_SCALE, out=self._batch(idx))
             logits = model.forward(xb, train=True)
             loss, gy = self.loss_fn(logits, xp.take(self.y_train, idx))
             model.backward(gy)
@@ -177,13 +180,22 @@ class Trainer:
         self.step_in_epoch, self.partial_loss = 0, 0.0
         return total / self.n_train, seconds, samples
 
+    def _batch(self, idx):
+        """The reusable float32 batch buffer for a batch of ``len(idx)`` rows."""
+        n = idx.shape[0]
+        if self._batches.get(n) is None:
+            self._batches[n] = self.xp.empty((n, self.x_train.shape[1]), np.float32)
+        return self._batches[n]
+
     def evaluate(self, x, y):
         """Mean loss and the confusion matrix (host) over ``x, y`` in chunks."""
         xp, n, chunk = self.xp, y.shape[0], self.config.eval_batch
         loss_sum = xp.zeros((), np.float64)
         preds = xp.empty(n, np.int64)
         for s in range(0, n, chunk):
-            logits = self.model.forward(x[s:s + chunk], train=False)
+            xb = x[s:s + chunk].astype(np.float32)
+            xb *= PIXEL_SCALE
+            logits = self.model.forward(xb, train=False)
             loss, _ = evaluate_logits(logits, y[s:s + chunk])
             loss_sum += loss
             preds[s:s + chunk] = logits.argmax(axis=1)

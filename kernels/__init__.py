@@ -1,14 +1,17 @@
-"""Fused elementwise kernels with one dispatcher.
+"""Fused kernels with one dispatcher.
 
 Public ops (NumPy or CuPy in, the same kind out; a mix is a ``TypeError``)::
 
     loss, dlogits = softmax_cross_entropy(logits, labels)
     gx = sigmoid_backward(gy, y)
+    sgd_update(...), adam_update(...)      # optimizer steps over one flat buffer, in place
+    gather_rows(x, idx, scale, out)        # batch gather + uint8 -> float conversion
 
 Each op has named twins with one contract: ``reference`` (plain ``xp``, the specification
 and the fallback), ``numba`` (``numba.njit`` on NumPy arrays) and ``numba-cuda`` (numba-cuda
 kernels on CuPy arrays). ``set_mode("fused" | "reference")`` picks the fused twin or the
-reference for every device; ``impl=`` picks one twin for a single call.
+reference for every device; ``impl=`` picks one twin for a single call. A twin that cannot be
+imported or fails to compile is replaced by the reference, with one warning.
 """
 
 import importlib
@@ -18,16 +21,18 @@ import warnings
 from . import reference
 from ._checks import check_float, check_labels, check_out, get_array_module, is_cupy_array
 
-__all__ = ["softmax_cross_entropy", "sigmoid_backward", "set_mode", "get_mode",
-           "implementations", "active_implementation", "describe", "get_array_module"]
+__all__ = ["softmax_cross_entropy", "sigmoid_backward", "sgd_update", "adam_update",
+           "gather_rows", "set_mode", "get_mode", "implementations", "active_implementation",
+           "describe", "prepare", "get_array_module"]
 
-# Fused twin per device. CPU: measured 5x+ faster than NumPy at batch 128 (see README).
-# GPU: numba-cuda until a lent GPU measures the alternatives (bench/gpu_check.py).
+# Fused twin per device. CPU: numba, measured faster than NumPy for every op (README,
+# bench/kernels.py). GPU: numba-cuda until a lent GPU measures the alternatives.
 FUSED = {"cpu": "numba", "cuda": "numba-cuda"}
 _MODULES = {"reference": "kernels.reference", "numba": "kernels.cpu",
             "numba-cuda": "kernels.cuda"}
 _DEVICE_OF = {"reference": None, "numba": "cpu", "numba-cuda": "cuda"}
 _state = {"mode": "fused", "broken": {}, "compile_seconds": {}}
+_resolved = {}  # (name, op) -> callable, so a hot-path call costs one dict lookup
 
 
 def set_mode(mode):
@@ -58,13 +63,24 @@ def active_implementation(device):
     return name
 
 
-def describe(device="cpu"):
-    """Active twin, fallback reason and compile seconds per kernel, for ``xptrain info``."""
+def prepare(device):
+    """Compile the active twin's kernels now (outside any timed region); return seconds."""
     name = active_implementation(device)
     if name == "numba" and "numba" not in _state["compile_seconds"]:
-        _state["compile_seconds"]["numba"] = _load("numba").compile_all()
+        try:
+            _state["compile_seconds"]["numba"] = _load("numba").compile_all()
+        except Exception as exc:  # noqa: BLE001 - any compile failure means: use the reference
+            _mark_broken("numba", f"{type(exc).__name__}: {exc}")
+    return _state["compile_seconds"].get(name, 0.0)
+
+
+def describe(device="cpu"):
+    """Active twin, fallback reasons and compile seconds, for ``xptrain info``."""
+    prepare(device)
+    name = active_implementation(device)
     return {"mode": _state["mode"], "device": device, "implementation": name,
-            "kernels": ["softmax_cross_entropy", "sigmoid_backward"],
+            "kernels": ["softmax_cross_entropy", "sigmoid_backward", "sgd_update",
+                        "adam_update", "gather_rows"],
             "compile_seconds": _state["compile_seconds"].get(name),
             "unavailable": dict(_state["broken"])}
 
@@ -81,6 +97,7 @@ def _load(name):
 def _mark_broken(name, reason):
     if name not in _state["broken"]:
         _state["broken"][name] = reason
+        _resolved.clear()
         warnings.warn(f"kernels: {name} unavailable ({reason}); using the reference",
                       RuntimeWarning, stacklevel=3)
 
@@ -97,26 +114,33 @@ def _resolve(impl, like):
 
 
 def _simulated(name):
-    return name == "numba-cuda" and _load(name) is not None and _load(name).simulator_enabled()
+    module = _load(name) if name == "numba-cuda" else None
+    return module is not None and module.simulator_enabled()
 
 
 def _call(name, op, *args):
     """Run ``op`` of twin ``name``; a twin that fails to compile falls back to the reference."""
-    module = _load(name) if name not in _state["broken"] else None
-    if module is None:
-        return getattr(reference, op)(*args)
+    fn = _resolved.get((name, op))
+    if fn is None:
+        module = _load(name) if name not in _state["broken"] else None
+        fn = _resolved[(name, op)] = getattr(module or reference, op)
+        if module is not None and name != "reference":
+            return _first_call(name, op, fn, args)
+    return fn(*args)
+
+
+def _first_call(name, op, fn, args):
     start = time.perf_counter()
     try:
-        getattr(module, op)(*args)
+        result = fn(*args)
     except (TypeError, ValueError):
+        _resolved.pop((name, op), None)
         raise
-    except Exception as exc:  # a compile or launch failure: keep training on the reference
-        if name == "reference":
-            raise
+    except Exception as exc:  # noqa: BLE001 - a compile or launch failure: use the reference
         _mark_broken(name, f"{type(exc).__name__}: {exc}")
-        getattr(reference, op)(*args)
-    else:
-        _state["compile_seconds"].setdefault(name, time.perf_counter() - start)
+        return getattr(reference, op)(*args)
+    _state["compile_seconds"].setdefault(f"{name}:{op}", time.perf_counter() - start)
+    return result
 
 
 def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, check=True):
@@ -148,7 +172,8 @@ def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, ch
 def sigmoid_backward(gy, y, out=None, impl=None):
     """gx = gy * y * (1 - y), with ``y`` the sigmoid's output; same shape and dtype as ``y``.
 
-    ``out`` is an optional buffer written in place; the inputs are never modified.
+    ``out`` is an optional buffer written in place (it may be ``gy``); inputs are otherwise
+    never modified.
     """
     get_array_module(gy, y, out)
     y = check_float("y", y)
@@ -160,3 +185,68 @@ def sigmoid_backward(gy, y, out=None, impl=None):
     gx = get_array_module(y).empty_like(y) if out is None else out
     _call(_resolve(impl, y), "sigmoid_backward", gy, y, gx)
     return gx
+
+
+def _flat_buffers(names, arrays):
+    """Check flat optimizer buffers: 1-D, C-contiguous, one float dtype and size, one device."""
+    get_array_module(*arrays)
+    p = check_float(names[0], arrays[0], ndim=1)
+    for name, a in zip(names[1:], arrays[1:]):
+        if a.shape != p.shape or a.dtype != p.dtype or not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be a contiguous {p.dtype} array of shape "
+                             f"{p.shape}, got {a.dtype} {tuple(a.shape)}")
+    if p is not arrays[0]:
+        raise ValueError(f"{names[0]} must be C-contiguous (it is updated in place)")
+    return p.dtype.type
+
+
+def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0, n_decay=None,
+               impl=None):
+    """One SGD step in place on the flat parameters ``p`` from gradients ``g``.
+
+    ``v`` is the momentum buffer (updated in place; ignored when momentum is 0); weight decay
+    applies to ``p[:n_decay]`` (all of ``p`` by default). PyTorch's SGD formula.
+    """
+    arrays = (p, g) + ((v,) if momentum else ())
+    t = _flat_buffers(("p", "g", "v")[:len(arrays)], arrays)
+    v = v if momentum else p[:0]
+    n_decay = p.size if n_decay is None else int(n_decay)
+    _call(_resolve(impl, p), "sgd_update", p, g, v, t(lr), t(momentum), bool(nesterov),
+          t(weight_decay), n_decay)
+
+
+def adam_update(p, g, m, v, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                decoupled=False, n_decay=None, impl=None):
+    """One Adam (``decoupled=True``: AdamW) step in place; ``step`` is the 1-based count.
+
+    ``m`` and ``v`` are the moment buffers (updated in place); weight decay applies to
+    ``p[:n_decay]`` (all of ``p`` by default), as an L2 term (Adam) or decoupled (AdamW).
+    """
+    t = _flat_buffers(("p", "g", "m", "v"), (p, g, m, v))
+    n_decay = p.size if n_decay is None else int(n_decay)
+    l2 = 0.0 if decoupled else weight_decay
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    bias2 = 1.0 - beta2 ** step
+    _call(_resolve(impl, p), "adam_update", p, g, m, v, t(lr / (1.0 - beta1 ** step)),
+          t(beta1), t(beta2), t(eps), t(bias2 ** -0.5), t(l2), t(decay), n_decay)
+
+
+def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
+    """``out[r] = x[idx[r]] * scale``: a batch gathered and converted in one pass.
+
+    x: (N, F) uint8 or float; idx: (B,) integers. ``out`` (B, F) float32/float64 (a new
+    float32 array by default). Out-of-range indices give NaN rows, never an out-of-bounds read.
+    """
+    xp = get_array_module(x, idx, out)
+    if x.ndim != 2 or getattr(idx, "ndim", None) != 1 or idx.dtype.kind not in "iu":
+        raise ValueError(f"gather_rows needs a 2-D x and 1-D integer idx, got x "
+                         f"{tuple(x.shape)} and idx {getattr(idx, 'dtype', type(idx))}")
+    shape = (idx.shape[0], x.shape[1])
+    if out is None:
+        out = xp.empty(shape, dtype or "float32")
+    check_out("out", out, shape, out.dtype, x)
+    check_float("out", out)
+    if not x.flags.c_contiguous:
+        x = xp.ascontiguousarray(x)
+    _call(_resolve(impl, x), "gather_rows", x, idx, out.dtype.type(scale), out)
+    return out

@@ -46,6 +46,42 @@ def _sigmoid_bwd(gy, y, gx, one):
         gx[i] = gy[i] * y[i] * (one - y[i])
 
 
+@numba.njit(cache=True, nogil=True)
+def _sgd_range(p, g, v, lr, momentum, nesterov, wd, start, stop):
+    for i in range(start, stop):
+        gi = g[i] + wd * p[i]
+        if momentum != 0:
+            vi = momentum * v[i] + gi
+            v[i] = vi
+            gi = gi + momentum * vi if nesterov else vi
+        p[i] -= lr * gi
+
+
+@numba.njit(cache=True, nogil=True)
+def _adam_range(p, g, m, v, step_size, b1, b2, c1, c2, eps, inv_sqrt_bias2, l2, decay,
+                start, stop):
+    for i in range(start, stop):
+        gi = g[i] + l2 * p[i]
+        mi = b1 * m[i] + c1 * gi
+        vi = b2 * v[i] + c2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] * decay - step_size * (mi / (math.sqrt(vi) * inv_sqrt_bias2 + eps))
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(x, idx, scale, out):
+    n, f = x.shape
+    for r in range(idx.size):
+        row = idx[r]
+        if row < 0 or row >= n:
+            for j in range(f):
+                out[r, j] = np.nan
+            continue
+        for j in range(f):
+            out[r, j] = x[row, j] * scale
+
+
 def softmax_cross_entropy_rows(x, t, row_loss, gx):
     """Same contract as :func:`kernels.reference.softmax_cross_entropy_rows` (NumPy only)."""
     _softmax_ce_fwd_bwd(x, t, row_loss, gx, x.dtype.type(1.0 / max(x.shape[0], 1)))
@@ -56,11 +92,37 @@ def sigmoid_backward(gy, y, gx):
     _sigmoid_bwd(gy.reshape(-1), y.reshape(-1), gx.reshape(-1), y.dtype.type(1))
 
 
+def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
+    """Same contract as :func:`kernels.reference.sgd_update`: one pass over the buffers."""
+    zero = p.dtype.type(0)
+    _sgd_range(p, g, v, lr, momentum, nesterov, weight_decay, 0, n_decay)
+    _sgd_range(p, g, v, lr, momentum, nesterov, zero, n_decay, p.size)
+
+
+def adam_update(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_bias2, l2, decay, n_decay):
+    """Same contract as :func:`kernels.reference.adam_update`: one pass over the buffers."""
+    one = p.dtype.type(1)
+    args = (step_size, beta1, beta2, one - beta1, one - beta2, eps, inv_sqrt_bias2)
+    _adam_range(p, g, m, v, *args, l2, decay, 0, n_decay)
+    _adam_range(p, g, m, v, *args, one - one, one, n_decay, p.size)
+
+
+def gather_rows(x, idx, scale, out):
+    """Same contract as :func:`kernels.reference.gather_rows`."""
+    _gather(x, idx, scale, out)
+
+
 def compile_all():
     """Compile every kernel for float32 and float64; return seconds spent."""
     start = time.perf_counter()
     for dtype in (np.float32, np.float64):
-        x = np.zeros((2, 3), dtype)
+        x, c = np.zeros((2, 3), dtype), dtype(0.5)
         softmax_cross_entropy_rows(x, np.zeros(2, np.int64), np.empty(2, dtype), np.empty_like(x))
         sigmoid_backward(x, x, np.empty_like(x))
+        p = np.zeros(4, dtype)
+        for nesterov in (False, True):
+            sgd_update(p, p, p, c, c, nesterov, c, 2)
+        adam_update(p, p, p, p, c, c, c, c, c, c, c, 2)
+        for src in (np.zeros((3, 3), np.uint8), x):
+            gather_rows(src, np.zeros(2, np.int64), c, np.empty((2, src.shape[1]), dtype))
     return time.perf_counter() - start

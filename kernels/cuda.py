@@ -68,7 +68,46 @@ def _build():
         for i in range(start, y.size, stride):
             gx[i] = gy[i] * y[i] * (one - y[i])
 
-    _kernels.update(softmax_ce=softmax_ce_fwd_bwd, sigmoid_bwd=sigmoid_bwd, cuda=cuda)
+    @cuda.jit
+    def sgd(p, g, v, lr, momentum, nesterov, wd, n_decay):
+        start, stride = cuda.grid(1), cuda.gridsize(1)
+        for i in range(start, p.size, stride):
+            gi = g[i] + wd * p[i] if i < n_decay else g[i]
+            if momentum != 0:
+                vi = momentum * v[i] + gi
+                v[i] = vi
+                gi = gi + momentum * vi if nesterov else vi
+            p[i] -= lr * gi
+
+    @cuda.jit
+    def adam(p, g, m, v, step_size, b1, b2, c1, c2, eps, inv_sqrt_bias2, l2, decay, n_decay):
+        start, stride = cuda.grid(1), cuda.gridsize(1)
+        for i in range(start, p.size, stride):
+            pi = p[i]
+            gi = g[i]
+            if i < n_decay:
+                gi += l2 * pi
+                pi *= decay
+            mi = b1 * m[i] + c1 * gi
+            vi = b2 * v[i] + c2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - step_size * (mi / (math.sqrt(vi) * inv_sqrt_bias2 + eps))
+
+    @cuda.jit
+    def gather(x, idx, scale, out):
+        start, stride = cuda.grid(1), cuda.gridsize(1)
+        n, f = x.shape
+        for k in range(start, out.size, stride):
+            r, j = k // f, k % f
+            row = idx[r]
+            if row < 0 or row >= n:
+                out[r, j] = math.nan
+            else:
+                out[r, j] = x[row, j] * scale
+
+    _kernels.update(softmax_ce=softmax_ce_fwd_bwd, sigmoid_bwd=sigmoid_bwd, sgd=sgd, adam=adam,
+                    gather=gather, cuda=cuda)
     return _kernels
 
 
@@ -106,3 +145,27 @@ def sigmoid_backward(gy, y, gx):
     blocks, threads, stream = _launch_config(min(y.size, 65536 * THREADS))
     flat = (gy.reshape(-1), y.reshape(-1), gx.reshape(-1))
     _build()["sigmoid_bwd"][blocks, threads, stream](*_device_args(*flat), y.dtype.type(1))
+
+
+def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
+    """Same contract as :func:`kernels.reference.sgd_update`: one launch."""
+    blocks, threads, stream = _launch_config(min(p.size, 65536 * THREADS))
+    v = v if v.size else g  # unused without momentum (never p: the simulator copies back)
+    _build()["sgd"][blocks, threads, stream](*_device_args(p, g, v), lr, momentum, nesterov,
+                                             weight_decay, np.int64(n_decay))
+
+
+def adam_update(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_bias2, l2, decay, n_decay):
+    """Same contract as :func:`kernels.reference.adam_update`: one launch."""
+    one = p.dtype.type(1)
+    blocks, threads, stream = _launch_config(min(p.size, 65536 * THREADS))
+    _build()["adam"][blocks, threads, stream](*_device_args(p, g, m, v), step_size, beta1,
+                                              beta2, one - beta1, one - beta2, eps,
+                                              inv_sqrt_bias2, l2, decay, np.int64(n_decay))
+
+
+def gather_rows(x, idx, scale, out):
+    """Same contract as :func:`kernels.reference.gather_rows`: one thread per element."""
+    blocks, threads, stream = _launch_config(min(out.size, 65536 * THREADS))
+    dx, didx, dout = _device_args(x, idx, out)
+    _build()["gather"][blocks, threads, stream](dx, didx, scale, dout)

@@ -5,8 +5,17 @@ import math
 import numpy as np
 import pytest
 
+import kernels
 from engine.model import build_mlp
 from engine.optim import SGD, Adam, Schedule, make_optimizer
+
+
+@pytest.fixture(params=["fused", "reference"], autouse=True)
+def kernel_mode(request):
+    """Every formula test runs on the fused update kernels and on the xp reference."""
+    kernels.set_mode(request.param)
+    yield request.param
+    kernels.set_mode("fused")
 
 
 def setup(seed=0):
@@ -96,6 +105,7 @@ def test_schedules():
 ])
 def test_bad_hyperparameters_named(kwargs, message):
     model, _ = setup()
+    kwargs = dict(kwargs)
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make_optimizer(name, model, **kwargs)

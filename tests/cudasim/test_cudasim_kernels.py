@@ -52,3 +52,35 @@ def test_sigmoid_backward_matches_reference(dtype, shape):
     np.testing.assert_allclose(gx, kernels.sigmoid_backward(gy, y, impl="reference"),
                                **TOL[dtype])
     assert gx.dtype == dtype
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, True, 1e-2)])
+def test_sgd_update(momentum, nesterov, wd):
+    rng = np.random.default_rng()
+    a = [rng.standard_normal(37).astype(np.float32) for _ in range(3)]
+    b = [x.copy() for x in a]
+    kernels.sgd_update(*a, 0.1, momentum, nesterov, wd, 20, impl="numba-cuda")
+    kernels.sgd_update(*b, 0.1, momentum, nesterov, wd, 20, impl="reference")
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, **TOL[np.float32])
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_update(decoupled):
+    rng = np.random.default_rng()
+    a = [rng.standard_normal(37) for _ in range(3)] + [rng.random(37)]
+    b = [x.copy() for x in a]
+    kernels.adam_update(*a, 1e-3, 5, weight_decay=1e-2, decoupled=decoupled, n_decay=11,
+                        impl="numba-cuda")
+    kernels.adam_update(*b, 1e-3, 5, weight_decay=1e-2, decoupled=decoupled, n_decay=11,
+                        impl="reference")
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, **TOL[np.float64])
+
+
+def test_gather_rows():
+    x = (np.random.default_rng().random((9, 5)) * 255).astype(np.uint8)
+    idx = np.array([8, 0, 3, 9])
+    out = kernels.gather_rows(x, idx, 0.5, impl="numba-cuda")
+    np.testing.assert_allclose(out[:3], x[[8, 0, 3]] * np.float32(0.5))
+    assert np.isnan(out[3]).all()
