@@ -155,7 +155,7 @@ class Trainer:
 
     def train_epoch(self, epoch, bar=None):
         """Run one epoch from ``self.step_in_epoch``; return (mean train loss, seconds)."""
-        xp, model, bs = self.xp, self.model, self.config.batch_size
+        xp, bs = self.xp, self.config.batch_size
         perm = self._prepare_epoch(epoch)
         self._skip_dropout_draws(self.step_in_epoch)
         loss_sum = xp.zeros((), np.float64)
@@ -166,11 +166,7 @@ class Trainer:
             if self._stop_requested:
                 self._interrupt(epoch, s, loss_sum)
             idx = perm[s * bs:(s + 1) * bs]
-            xb = kernels.gather_rows(self.x_train, idx, PIXEL_SCALE, out=self._batch(idx))
-            logits = model.forward(xb, train=True)
-            loss, gy = self.loss_fn(logits, xp.take(self.y_train, idx))
-            model.backward(gy)
-            self.optimizer.step(self.schedule(epoch * self.steps_per_epoch + s))
+            loss = self.step(idx, self.schedule(epoch * self.steps_per_epoch + s))
             loss_sum += loss * np.float32(idx.shape[0])
             if bar is not None:
                 bar.update(1)
@@ -179,6 +175,15 @@ class Trainer:
         samples = self.n_train - min(first * bs, self.n_train)
         self.step_in_epoch, self.partial_loss = 0, 0.0
         return total / self.n_train, seconds, samples
+
+    def step(self, idx, lr):
+        """One training step on the rows ``idx`` (a device array); returns the 0-d loss."""
+        xb = kernels.gather_rows(self.x_train, idx, PIXEL_SCALE, out=self._batch(idx))
+        logits = self.model.forward(xb, train=True)
+        loss, gy = self.loss_fn(logits, self.xp.take(self.y_train, idx))
+        self.model.backward(gy)
+        self.optimizer.step(lr)
+        return loss
 
     def _batch(self, idx):
         """The reusable float32 batch buffer for a batch of ``len(idx)`` rows."""

@@ -165,7 +165,8 @@ def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, ch
     rows = xp.empty(n, logits.dtype) if row_loss is None else row_loss
     _call(_resolve(impl, logits), "softmax_cross_entropy_rows", logits, labels, rows, gx)
     # One reduction call for every twin, so their losses differ by rounding only.
-    loss = rows.mean(keepdims=True).reshape(()) if n else xp.zeros((), logits.dtype)
+    loss = rows.sum(keepdims=True).reshape(())
+    loss *= logits.dtype.type(1.0 / max(n, 1))  # in place: stays a 0-d array
     return loss, gx
 
 

@@ -1,7 +1,9 @@
 """CPU twins of the reference kernels, compiled with ``numba.njit``.
 
 Serial loops: ``parallel=True`` was erratic at batch 128 on 2 cores, and ``fastmath`` is off
-so NaN rows stay NaN. The functions are compiled lazily on first call (per dtype);
+so NaN rows stay NaN. ``error_model="numpy"`` drops Python's ZeroDivisionError checks and
+every loop runs from 0 over a contiguous array, so LLVM can vectorize it (a loop from a
+runtime start stayed scalar: 3-6x slower, measured on the optimizer updates). The functions are compiled lazily on first call (per dtype);
 :func:`compile_all` warms them and returns the compile time in seconds.
 """
 
@@ -12,7 +14,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _softmax_ce_fwd_bwd(x, t, row_loss, gx, inv_n):
     # inv_n is a NumPy scalar of x's dtype, so float32 inputs are computed in float32.
     n, c = x.shape
@@ -40,27 +42,36 @@ def _softmax_ce_fwd_bwd(x, t, row_loss, gx, inv_n):
             gx[i, k] -= inv_n
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _sigmoid_bwd(gy, y, gx, one):
     for i in range(y.size):
-        gx[i] = gy[i] * y[i] * (one - y[i])
+        gx[i] = gy[i] * (y[i] * (one - y[i]))
 
 
-@numba.njit(cache=True, nogil=True)
-def _sgd_range(p, g, v, lr, momentum, nesterov, wd, start, stop):
-    for i in range(start, stop):
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sigmoid_bwd_inplace(gy, y, one):
+    # A separate loop for gx is gy: with three arrays that alias, LLVM's runtime alias
+    # check fails and the loop runs scalar (2.2x slower, measured at 128 x 128).
+    for i in range(y.size):
+        gy[i] = gy[i] * (y[i] * (one - y[i]))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sgd(p, g, v, lr, momentum, nesterov, wd):
+    if momentum == 0:
+        for i in range(p.size):
+            p[i] -= lr * (g[i] + wd * p[i])
+        return
+    for i in range(p.size):
         gi = g[i] + wd * p[i]
-        if momentum != 0:
-            vi = momentum * v[i] + gi
-            v[i] = vi
-            gi = gi + momentum * vi if nesterov else vi
-        p[i] -= lr * gi
+        vi = momentum * v[i] + gi
+        v[i] = vi
+        p[i] -= lr * (gi + momentum * vi if nesterov else vi)
 
 
-@numba.njit(cache=True, nogil=True)
-def _adam_range(p, g, m, v, step_size, b1, b2, c1, c2, eps, inv_sqrt_bias2, l2, decay,
-                start, stop):
-    for i in range(start, stop):
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _adam(p, g, m, v, step_size, b1, b2, c1, c2, eps, inv_sqrt_bias2, l2, decay):
+    for i in range(p.size):
         gi = g[i] + l2 * p[i]
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * (gi * gi)
@@ -69,17 +80,18 @@ def _adam_range(p, g, m, v, step_size, b1, b2, c1, c2, eps, inv_sqrt_bias2, l2, 
         p[i] = p[i] * decay - step_size * (mi / (math.sqrt(vi) * inv_sqrt_bias2 + eps))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _gather(x, idx, scale, out):
     n, f = x.shape
     for r in range(idx.size):
         row = idx[r]
+        dst = out[r]
         if row < 0 or row >= n:
-            for j in range(f):
-                out[r, j] = np.nan
+            dst[:] = np.nan
             continue
+        src = x[row]
         for j in range(f):
-            out[r, j] = x[row, j] * scale
+            dst[j] = src[j] * scale
 
 
 def softmax_cross_entropy_rows(x, t, row_loss, gx):
@@ -89,22 +101,29 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
 
 def sigmoid_backward(gy, y, gx):
     """Same contract as :func:`kernels.reference.sigmoid_backward` (NumPy only)."""
-    _sigmoid_bwd(gy.reshape(-1), y.reshape(-1), gx.reshape(-1), y.dtype.type(1))
+    if gx is gy:
+        _sigmoid_bwd_inplace(gy.reshape(-1), y.reshape(-1), y.dtype.type(1))
+    else:
+        _sigmoid_bwd(gy.reshape(-1), y.reshape(-1), gx.reshape(-1), y.dtype.type(1))
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
     """Same contract as :func:`kernels.reference.sgd_update`: one pass over the buffers."""
-    zero = p.dtype.type(0)
-    _sgd_range(p, g, v, lr, momentum, nesterov, weight_decay, 0, n_decay)
-    _sgd_range(p, g, v, lr, momentum, nesterov, zero, n_decay, p.size)
+    # Slices, so each loop runs from 0 and LLVM can vectorize it.
+    if not momentum:
+        v = p  # unused
+    d, zero = n_decay, p.dtype.type(0)
+    _sgd(p[:d], g[:d], v[:d], lr, momentum, nesterov, weight_decay)
+    _sgd(p[d:], g[d:], v[d:], lr, momentum, nesterov, zero)
 
 
 def adam_update(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_bias2, l2, decay, n_decay):
     """Same contract as :func:`kernels.reference.adam_update`: one pass over the buffers."""
     one = p.dtype.type(1)
     args = (step_size, beta1, beta2, one - beta1, one - beta2, eps, inv_sqrt_bias2)
-    _adam_range(p, g, m, v, *args, l2, decay, 0, n_decay)
-    _adam_range(p, g, m, v, *args, one - one, one, n_decay, p.size)
+    d = n_decay
+    _adam(p[:d], g[:d], m[:d], v[:d], *args, l2, decay)
+    _adam(p[d:], g[d:], m[d:], v[d:], *args, one - one, one)
 
 
 def gather_rows(x, idx, scale, out):
@@ -119,6 +138,7 @@ def compile_all():
         x, c = np.zeros((2, 3), dtype), dtype(0.5)
         softmax_cross_entropy_rows(x, np.zeros(2, np.int64), np.empty(2, dtype), np.empty_like(x))
         sigmoid_backward(x, x, np.empty_like(x))
+        sigmoid_backward(x, x, x)
         p = np.zeros(4, dtype)
         for nesterov in (False, True):
             sgd_update(p, p, p, c, c, nesterov, c, 2)

@@ -34,7 +34,7 @@ def sigmoid_backward(gy, y, gx):
     """gx = gy * y * (1 - y), with y the sigmoid's forward output (any shape)."""
     one = y.dtype.type(1)
     xp = get_array_module(y)
-    xp.multiply(gy, y * (one - y), out=gx)
+    xp.multiply(gy, y * (one - y), out=gx)  # y * (1 - y) first: the same rounding as the twins
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
