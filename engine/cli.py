@@ -101,6 +101,21 @@ def build_parser():
     e.add_argument("--json", action="store_true")
 
     sub.add_parser("info", help="versions, devices, and which kernels are active")
+
+    b = sub.add_parser("bench", help="throughput of every configuration beside PyTorch and "
+                       "scikit-learn")
+    b.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                   help="auto adds the CUDA configurations when a GPU is usable")
+    b.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
+                   help="BLAS/OpenMP/torch threads for every contender (default: all cores)")
+    b.add_argument("--repeats", type=_positive_int, default=5, help="timed epochs per config")
+    b.add_argument("--quick", action="store_true",
+                   help="a 6,000-image subset, no memory or time-to-accuracy runs")
+    b.add_argument("--json", metavar="FILE", help="write every figure and the environment")
+    b.add_argument("--plot", metavar="FILE.png", help="scaling plot (needs the plot extra)")
+    b.add_argument("--data-dir")
+    b.add_argument("--no-download", action="store_true")
+    b.add_argument("--memory-probe", help=argparse.SUPPRESS)
     return parser
 
 
@@ -111,7 +126,8 @@ def main(argv=None):
     from .data import DataError
     from .train import TrainingDiverged, TrainingInterrupted
 
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info,
+                "bench": cmd_bench}
     try:
         return handlers[args.command](args) or 0
     except TrainingInterrupted as exc:
@@ -219,4 +235,20 @@ def cmd_info(args):
 
     for key, value in collect().items():
         print(f"{key + ':':<22}{value}")
+    return 0
+
+
+def cmd_bench(args):
+    from bench import harness
+
+    if args.memory_probe:
+        from bench.timing import set_threads
+        from .data import load_mnist
+
+        set_threads(args.threads)
+        data = load_mnist(args.data_dir, download=not args.no_download, progress=False)
+        device = "cuda" if harness.device_of(args.memory_probe) == "cuda" else "cpu"
+        harness.memory_probe(args.memory_probe, data, [device])
+        return 0
+    harness.run(args)
     return 0

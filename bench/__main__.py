@@ -1,0 +1,8 @@
+"""``python -m bench`` = ``xptrain bench``."""
+
+import sys
+
+from engine.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

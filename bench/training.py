@@ -1,0 +1,112 @@
+"""Training-step and epoch measurements of the engine, and the matmul floor beside them."""
+
+import math
+
+import numpy as np
+
+from engine.train import TrainConfig, Trainer
+
+from .timing import samples, summary
+
+
+def flops_per_sample(sizes):
+    """Training FLOPs per sample of an MLP with layer widths ``sizes`` (multiply-add = 2).
+
+    Forward x @ W, backward x.T @ gy and gy @ W.T per layer, except gx of the first layer.
+    """
+    pairs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 2 * (3 * sum(pairs) - pairs[0])
+
+
+class EngineRunner:
+    """The engine on one backend with one kernel mode, for the benchmark harness."""
+
+    def __init__(self, data, backend, mode, hidden=(128,), activation="sigmoid",
+                 optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0):
+        self.name = f"{'numpy' if backend.name == 'cpu' else 'cupy'}-{mode}"
+        self.device, self.backend = backend.name, backend
+        config = TrainConfig(epochs=1, hidden=tuple(hidden), activation=activation,
+                             optimizer=optimizer, lr=lr, momentum=momentum,
+                             batch_size=batch_size, schedule="constant", kernels=mode)
+        self.trainer = Trainer(config, data, backend, log=lambda s: None)
+        self.compile_seconds = self.trainer.compile_seconds
+        self.sizes = [data.x_train.shape[1], *hidden, data.n_classes]
+        self.n_train = self.trainer.n_train
+        self._perm = self.trainer._prepare_epoch(0)
+        self._step = 0
+
+    def set_mode(self):
+        import kernels
+
+        kernels.set_mode(self.trainer.config.kernels)
+
+    def train_epoch(self):
+        """One full epoch (as in training); the device is synchronized by the loss read."""
+        self.set_mode()
+        self.trainer.train_epoch(0)
+
+    def train_steps(self, n):
+        """``n`` training steps cycling through one permutation (for short measurements)."""
+        self.set_mode()
+        t, bs = self.trainer, self.trainer.config.batch_size
+        steps = t.steps_per_epoch
+        for _ in range(n):
+            s = self._step % steps
+            t.step(self._perm[s * bs:(s + 1) * bs], t.config.lr)
+            self._step += 1
+        self.backend.synchronize()
+
+    def infer(self):
+        """Forward pass over the test set (logits stay on the device)."""
+        self.set_mode()
+        t = self.trainer
+        for s in range(0, t.y_test.shape[0], 5000):
+            xb = t.x_test[s:s + 5000].astype(np.float32)
+            t.model.forward(xb, train=False).argmax(axis=1)
+        self.backend.synchronize()
+
+    def accuracy(self):
+        from engine.metrics import accuracy
+
+        return accuracy(self.trainer.evaluate(self.trainer.x_test, self.trainer.y_test)[1])
+
+
+def matmul_step_seconds(backend, sizes, batch, repeats=50):
+    """Median seconds of just the matrix products of one training step at ``batch``."""
+    xp, rng = backend.xp, np.random.default_rng(0)
+    mats = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        x = xp.asarray(rng.random((batch, n_in), np.float32))
+        w = xp.asarray(rng.random((n_in, n_out), np.float32))
+        gy = xp.asarray(rng.random((batch, n_out), np.float32))
+        mats.append((x, w, gy, xp.empty((batch, n_out), np.float32),
+                     xp.empty((n_in, n_out), np.float32), xp.empty((batch, n_in), np.float32)))
+
+    def step():
+        for k, (x, w, gy, y, gw, gx) in enumerate(mats):
+            xp.matmul(x, w, out=y)
+            xp.matmul(x.T, gy, out=gw)
+            if k:
+                xp.matmul(gy, w.T, out=gx)
+
+    return summary(samples(step, repeats, warmup=5, sync=backend.synchronize))["median"]
+
+
+def gemm_rate(backend, n=2048, repeats=10):
+    """Measured float32 matrix-product rate (FLOP/s) of a large square product."""
+    xp, rng = backend.xp, np.random.default_rng(1)
+    a = xp.asarray(rng.random((n, n), np.float32))
+    b = xp.asarray(rng.random((n, n), np.float32))
+    out = xp.empty((n, n), np.float32)
+    t = summary(samples(lambda: xp.matmul(a, b, out=out), repeats, warmup=2,
+                        sync=backend.synchronize))["median"]
+    return 2 * n**3 / t
+
+
+def step_breakdown(runner, batch, repeats=200):
+    """Step time, matmul-only time and the non-matmul share at ``batch``."""
+    step = summary(samples(lambda: runner.train_steps(1), repeats, warmup=20))["median"]
+    mm = matmul_step_seconds(runner.backend, runner.sizes, batch)
+    return {"config": runner.name, "batch": batch, "step_seconds": step,
+            "matmul_seconds": mm, "non_matmul_share": max(step - mm, 0) / step,
+            "epoch_matmul_floor": mm * math.ceil(runner.n_train / batch)}
