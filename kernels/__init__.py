@@ -33,6 +33,7 @@ _MODULES = {"reference": "kernels.reference", "numba": "kernels.cpu",
 _DEVICE_OF = {"reference": None, "numba": "cpu", "numba-cuda": "cuda"}
 _state = {"mode": "fused", "broken": {}, "compile_seconds": {}}
 _resolved = {}  # (name, op) -> callable, so a hot-path call costs one dict lookup
+_active = {}  # (device, mode) -> twin name
 
 
 def set_mode(mode):
@@ -98,13 +99,20 @@ def _mark_broken(name, reason):
     if name not in _state["broken"]:
         _state["broken"][name] = reason
         _resolved.clear()
+        _active.clear()
         warnings.warn(f"kernels: {name} unavailable ({reason}); using the reference",
                       RuntimeWarning, stacklevel=3)
 
 
 def _resolve(impl, like):
     device = "cuda" if is_cupy_array(like) else "cpu"
-    name = impl or active_implementation(device)
+    if impl is None:
+        key = (device, _state["mode"])
+        name = _active.get(key)
+        if name is None:
+            name = _active[key] = active_implementation(device)
+        return name
+    name = impl
     if name not in _MODULES:
         raise ValueError(f"unknown kernel implementation {name!r}; "
                          f"choose from {sorted(_MODULES)}")

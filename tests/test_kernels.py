@@ -175,6 +175,7 @@ def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
     monkeypatch.setattr(cpu, "sigmoid_backward", broken)
     monkeypatch.setitem(kernels._state, "broken", {})
     monkeypatch.setattr(kernels, "_resolved", {})
+    monkeypatch.setattr(kernels, "_active", {})
     y = np.full((2, 2), 0.5)
     with pytest.warns(RuntimeWarning, match="numba unavailable.*simulated compile failure"):
         gx = kernels.sigmoid_backward(np.ones_like(y), y)

@@ -1,0 +1,77 @@
+"""The benchmark code cannot rot: the pytest-benchmark suite runs once in quick mode, and
+``xptrain bench --quick`` produces every section of its report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.training import flops_per_sample
+from bench.timing import interleaved, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_flops_per_sample_matches_hand_count():
+    # 784-128-10: forward 2*(784*128 + 128*10), backward twice that less x-grad of layer 1
+    assert flops_per_sample([784, 128, 10]) == 409_088
+    assert flops_per_sample([4, 3]) == 2 * 2 * 4 * 3
+
+
+def test_summary_and_interleaving_order():
+    calls = []
+    out = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                      rounds=2, warmup=1)
+    assert calls == ["a", "b"] * 3 and len(out["a"]) == 2
+    s = summary([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["median"] == 3.0 and s["min"] == 1.0 and s["spread"] > 0
+
+
+def test_pytest_benchmark_suite_quick(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-disable", "-k", "128 or update or epoch",
+                           str(ROOT / "bench")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+
+
+def test_xptrain_bench_quick(tmp_path, mnist_dir):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "engine", "bench", "--quick", "--repeats", "1",
+                           "--data-dir", str(mnist_dir), "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    configs = {r["config"] for r in results["throughput"]}
+    assert {"numpy-reference", "numpy-fused"} <= configs
+    for row in results["throughput"]:
+        assert row["train_samples_per_second"] > 0 and row["infer_samples_per_second"] > 0
+    for peer, module in (("torch-eager-cpu", "torch"), ("sklearn-mlp", "sklearn")):
+        present = peer in configs
+        absent = any(a.startswith(peer.rsplit("-", 1)[0]) for a in results["absent"])
+        assert present != absent, (peer, module)
+    assert results["roofline"][0]["flops_per_sample"] == 409_088
+    assert results["environment"]["threads"]["threads"] >= 1
+    assert {r["batch"] for r in results["scaling"]["batch"]} == {32, 128, 1024}
+    assert "Throughput" in proc.stdout and "Scaling" in proc.stdout
+
+
+def test_plot_needs_matplotlib_or_writes_png(tmp_path):
+    from bench.report import plot_scaling
+
+    rows = {"batch": [{"config": "a", "batch": 32, "samples_per_second": 10.0},
+                      {"config": "a", "batch": 64, "samples_per_second": 20.0}],
+            "hidden": [{"config": "a", "hidden": 128, "samples_per_second": 5.0}]}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(SystemExit, match="pip install"):
+            plot_scaling(tmp_path / "p.png", rows)
+        return
+    plot_scaling(tmp_path / "p.png", rows)
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
