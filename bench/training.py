@@ -6,7 +6,7 @@ import numpy as np
 
 from engine.train import TrainConfig, Trainer
 
-from .timing import samples, summary
+from .timing import interleaved, samples, summary
 
 
 def flops_per_sample(sizes):
@@ -71,8 +71,8 @@ class EngineRunner:
         return accuracy(self.trainer.evaluate(self.trainer.x_test, self.trainer.y_test)[1])
 
 
-def matmul_step_seconds(backend, sizes, batch, repeats=50):
-    """Median seconds of just the matrix products of one training step at ``batch``."""
+def matmul_step(backend, sizes, batch):
+    """A callable doing just the matrix products of one training step at ``batch``."""
     xp, rng = backend.xp, np.random.default_rng(0)
     mats = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -88,8 +88,7 @@ def matmul_step_seconds(backend, sizes, batch, repeats=50):
             xp.matmul(x.T, gy, out=gw)
             if k:
                 xp.matmul(gy, w.T, out=gx)
-
-    return summary(samples(step, repeats, warmup=5, sync=backend.synchronize))["median"]
+    return step
 
 
 def gemm_rate(backend, n=2048, repeats=10):
@@ -103,10 +102,16 @@ def gemm_rate(backend, n=2048, repeats=10):
     return 2 * n**3 / t
 
 
-def step_breakdown(runner, batch, repeats=200):
-    """Step time, matmul-only time and the non-matmul share at ``batch``."""
-    step = summary(samples(lambda: runner.train_steps(1), repeats, warmup=20))["median"]
-    mm = matmul_step_seconds(runner.backend, runner.sizes, batch)
-    return {"config": runner.name, "batch": batch, "step_seconds": step,
-            "matmul_seconds": mm, "non_matmul_share": max(step - mm, 0) / step,
-            "epoch_matmul_floor": mm * math.ceil(runner.n_train / batch)}
+def step_breakdown(runner, batch, repeats=300):
+    """Step time, matmul-only time (interleaved, same rounds) and the non-matmul share."""
+    mm = matmul_step(runner.backend, runner.sizes, batch)
+
+    def only_matmuls():
+        mm()
+        runner.backend.synchronize()
+
+    times = interleaved({"step": lambda: runner.train_steps(1), "matmul": only_matmuls},
+                        repeats, warmup=20)
+    step, mm_s = summary(times["step"])["median"], summary(times["matmul"])["median"]
+    return {"config": runner.name, "batch": batch, "step_us": step * 1e6,
+            "matmul_us": mm_s * 1e6, "non_matmul_share": max(step - mm_s, 0) / step}

@@ -4,11 +4,14 @@ CuPy is imported only when CUDA is asked for or probed (``auto``), never on ``cp
 reason CUDA is or is not used is kept and said once.
 """
 
+import os
+
 import numpy as np
 
 from kernels._checks import get_array_module
 
-__all__ = ["Backend", "BackendError", "select_backend", "probe_cuda", "get_array_module"]
+__all__ = ["Backend", "BackendError", "DeviceMemoryError", "select_backend", "probe_cuda",
+           "get_array_module", "enable_tf32"]
 
 DEVICES = ("auto", "cpu", "cuda")
 INSTALL_HINT = ('install CuPy for your CUDA version: pip install "xptrain[cuda12]" '
@@ -80,6 +83,35 @@ def _smoke_test(cupy):
         return cupy, name, None
     except Exception as exc:  # CUDARuntimeError, CUBLASError, CompileException, ...
         return None, None, f"the GPU smoke test failed ({type(exc).__name__}: {exc})"
+
+
+class DeviceMemoryError(BackendError):
+    """The GPU ran out of memory; the message names the batch size and the bytes asked for."""
+
+
+def is_out_of_memory(exc):
+    """True for CuPy's (or a CUDA library's) out-of-memory errors, without importing CuPy."""
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or (name == "CUDARuntimeError"
+                                          and "out of memory" in str(exc).lower())
+
+
+def out_of_memory_error(exc, batch_size, what="training"):
+    """A :class:`DeviceMemoryError` for ``exc``, naming the batch size and the request."""
+    import re
+
+    asked = re.search(r"allocating ([\d,]+) bytes", str(exc))
+    amount = f"{int(asked.group(1).replace(',', '')) / 2**20:,.1f} MiB" if asked else "memory"
+    return DeviceMemoryError(
+        f"CUDA out of memory during {what} at batch size {batch_size}: asked for {amount} "
+        f"({exc}); lower --batch-size or --hidden, or free GPU memory")
+
+
+def enable_tf32(enabled):
+    """Opt in to TF32 matrix products on CUDA (CuPy reads CUPY_TF32; it changes numerics)."""
+    if enabled:
+        os.environ["CUPY_TF32"] = "1"
+    return enabled
 
 
 def select_backend(device="auto"):

@@ -84,6 +84,9 @@ def build_parser():
     t.add_argument("--val-fraction", type=_float(0, 1), default=0.0,
                    help="hold out this fraction of the training set for validation")
     t.add_argument("--kernels", choices=("fused", "reference"), default=d.kernels)
+    t.add_argument("--tf32", action="store_true",
+                   help="TF32 matrix products on CUDA (compute capability >= 8.0; changes "
+                   "numerics, off by default)")
     t.add_argument("--data-dir", help="folder with the four MNIST IDX files (raw or .gz)")
     t.add_argument("--out", help="output folder for checkpoint.npz and history.json "
                    "(default runs/<date-time>)")
@@ -154,7 +157,7 @@ def _logger(args):
 
 
 def cmd_train(args):
-    from .backend import select_backend
+    from .backend import enable_tf32, select_backend
     from .data import load_mnist
     from .metrics import format_per_class
     from .train import TrainConfig, Trainer
@@ -167,8 +170,9 @@ def cmd_train(args):
         gamma=args.gamma, hidden=args.hidden, activation=args.activation,
         dropout=args.dropout, seed=args.seed, val_fraction=args.val_fraction,
         kernels=args.kernels).validate()
+    enable_tf32(args.tf32)
     backend = select_backend(args.device)
-    log(f"device: {backend.describe()}")
+    log(f"device: {backend.describe()}" + (" (TF32 on)" if args.tf32 else ""))
     dataset = load_mnist(args.data_dir, download=not args.no_download,
                          progress=sys.stderr.isatty())
     log(f"data: {dataset.describe()}")

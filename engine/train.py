@@ -16,6 +16,7 @@ import numpy as np
 import kernels
 
 from . import checkpoint
+from .backend import is_out_of_memory, out_of_memory_error
 from .losses import SoftmaxCrossEntropy, evaluate_logits
 from .metrics import accuracy, confusion_counts
 from .model import build_mlp, from_spec
@@ -91,11 +92,17 @@ class Trainer:
         self.log, self.progress = log, progress
         self.out_dir = Path(out_dir) if out_dir else None
         self.dataset = dataset
-        self._upload(dataset)
-        self.model = build_mlp(dataset.x_train.shape[1], config.hidden, dataset.n_classes,
-                               config.activation, config.dropout, self.xp, config.seed)
-        self.optimizer = make_optimizer(config.optimizer, self.model, config.lr, config.momentum,
-                                        config.nesterov, config.weight_decay)
+        try:
+            self._upload(dataset)
+            self.model = build_mlp(dataset.x_train.shape[1], config.hidden, dataset.n_classes,
+                                   config.activation, config.dropout, self.xp, config.seed)
+            self.optimizer = make_optimizer(config.optimizer, self.model, config.lr,
+                                            config.momentum, config.nesterov,
+                                            config.weight_decay)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise out_of_memory_error(exc, config.batch_size, "set-up") from exc
+            raise
         self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
         total = config.epochs * self.steps_per_epoch
         self.schedule = Schedule(config.lr, config.schedule, total,
@@ -213,6 +220,10 @@ class Trainer:
         try:
             for epoch in range(self.epoch, self.config.epochs):
                 self._run_epoch(epoch)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise out_of_memory_error(exc, self.config.batch_size) from exc
+            raise
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)

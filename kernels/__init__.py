@@ -8,8 +8,9 @@ Public ops (NumPy or CuPy in, the same kind out; a mix is a ``TypeError``)::
     gather_rows(x, idx, scale, out)        # batch gather + uint8 -> float conversion
 
 Each op has named twins with one contract: ``reference`` (plain ``xp``, the specification
-and the fallback), ``numba`` (``numba.njit`` on NumPy arrays) and ``numba-cuda`` (numba-cuda
-kernels on CuPy arrays). ``set_mode("fused" | "reference")`` picks the fused twin or the
+and the fallback), ``numba`` (``numba.njit`` on NumPy arrays), ``numba-cuda`` (numba-cuda
+kernels on CuPy arrays) and ``cupy`` (CuPy RawKernel/ElementwiseKernel twins, for the GPU
+measurement that picks the default). ``set_mode("fused" | "reference")`` picks the fused twin or the
 reference for every device; ``impl=`` picks one twin for a single call. A twin that cannot be
 imported or fails to compile is replaced by the reference, with one warning.
 """
@@ -22,15 +23,15 @@ from . import reference
 from ._checks import check_float, check_labels, check_out, get_array_module, is_cupy_array
 
 __all__ = ["softmax_cross_entropy", "sigmoid_backward", "sgd_update", "adam_update",
-           "gather_rows", "set_mode", "get_mode", "implementations", "active_implementation",
+           "gather_rows", "set_mode", "get_mode", "set_fused", "implementations", "active_implementation",
            "describe", "prepare", "get_array_module"]
 
 # Fused twin per device. CPU: numba, measured faster than NumPy for every op (README,
 # bench/kernels.py). GPU: numba-cuda until a lent GPU measures the alternatives.
 FUSED = {"cpu": "numba", "cuda": "numba-cuda"}
 _MODULES = {"reference": "kernels.reference", "numba": "kernels.cpu",
-            "numba-cuda": "kernels.cuda"}
-_DEVICE_OF = {"reference": None, "numba": "cpu", "numba-cuda": "cuda"}
+            "numba-cuda": "kernels.cuda", "cupy": "kernels.cupy_native"}
+_DEVICE_OF = {"reference": None, "numba": "cpu", "numba-cuda": "cuda", "cupy": "cuda"}
 _state = {"mode": "fused", "broken": {}, "compile_seconds": {}}
 _resolved = {}  # (name, op) -> callable, so a hot-path call costs one dict lookup
 _active = {}  # (device, mode) -> twin name
@@ -45,6 +46,15 @@ def set_mode(mode):
 
 def get_mode():
     return _state["mode"]
+
+
+def set_fused(device, name):
+    """Choose which twin ``"fused"`` means on ``device`` (used by the GPU measurement)."""
+    if _DEVICE_OF.get(name) != device:
+        raise ValueError(f"{name!r} is not a {device} implementation; choose from "
+                         f"{[n for n, d in _DEVICE_OF.items() if d == device]}")
+    FUSED[device] = name
+    _active.clear()
 
 
 def implementations(device):

@@ -1,6 +1,7 @@
 """Device selection with CuPy absent, failing or without devices; no GPU import on CPU."""
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -98,3 +99,31 @@ def test_real_gpu_is_selected():
         pytest.skip(f"no usable GPU: {why}")
     b = select_backend("auto")
     assert b.name == "cuda" and b.xp is cupy
+
+
+class OutOfMemoryError(MemoryError):
+    """Stands in for cupy.cuda.memory.OutOfMemoryError (matched by name)."""
+
+
+def test_out_of_memory_names_batch_and_request(tiny_data, cpu, monkeypatch, capsys, tiny_dir):
+    from engine.backend import DeviceMemoryError
+    from engine.train import TrainConfig, Trainer
+
+    t = Trainer(TrainConfig(epochs=1, batch_size=64, hidden=(8,)), tiny_data, cpu,
+                log=lambda s: None)
+
+    def boom(idx, lr):
+        raise OutOfMemoryError("Out of memory allocating 1,073,741,824 bytes "
+                               "(allocated so far: 2,048 bytes).")
+
+    monkeypatch.setattr(t, "step", boom)
+    with pytest.raises(DeviceMemoryError, match=r"at batch size 64: asked for 1,024.0 MiB"):
+        t.fit()
+
+
+def test_tf32_is_opt_in(monkeypatch):
+    monkeypatch.delenv("CUPY_TF32", raising=False)
+    backend.enable_tf32(False)
+    assert "CUPY_TF32" not in os.environ
+    backend.enable_tf32(True)
+    assert os.environ["CUPY_TF32"] == "1"

@@ -1,0 +1,187 @@
+"""The whole GPU check in one command, for a machine with a CUDA GPU:
+
+    PYTHONPATH=. python -m bench.gpu_check --data-dir DIR [--json FILE]
+
+1. device and library info; 2. the kernel equivalence tests on CuPy arrays (pytest);
+3. kernel timings per GPU twin (picks the default by measurement); 4. a full MNIST run on
+CUDA with the default recipe (and with TF32, and with reference kernels); 5. CPU-vs-GPU
+agreement; 6. the throughput table (samples/s per configuration, batch 128/1024/8192,
+PyTorch eager on the same GPU), printed last and written as JSON.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import kernels
+from engine.backend import probe_cuda, select_backend
+from engine.data import load_mnist
+from engine.train import TrainConfig, Trainer
+
+from . import peers
+from .kernels import format_kernel_table, kernel_table
+from .report import environment, table, write_results
+from .timing import interleaved, summary
+from .training import EngineRunner
+
+TARGETS = {"torch_ratio_b128": 3.0, "epoch_seconds_b128": 0.020, "seconds_to_98": 1.0}
+
+
+def device_info():
+    info = {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,"
+                              "clocks.max.sm", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        info["nvidia-smi"] = out
+    except (OSError, subprocess.SubprocessError) as exc:
+        info["nvidia-smi"] = f"unavailable ({exc})"
+    cupy, name, why = probe_cuda()
+    info["gpu"] = name or why
+    if cupy is not None:
+        dev = cupy.cuda.Device()
+        info["compute_capability"] = dev.compute_capability
+        info["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+        info["cupy"] = cupy.__version__
+    return info
+
+
+def run_tests():
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_gpu.py", "tests/test_kernels.py"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
+    return {"returncode": proc.returncode, "summary": tail,
+            "failures": [l for l in proc.stdout.splitlines() if l.startswith("FAILED")][:20]}
+
+
+def train_run(data, device, epochs=10, tf32=False, mode="fused", **overrides):
+    """A default-recipe run; TF32 needs a fresh process (CuPy reads CUPY_TF32 at start-up)."""
+    if tf32:
+        code = ("import json,sys; from bench.gpu_check import train_run; "
+                "from engine.data import load_mnist; "
+                f"print(json.dumps(train_run(load_mnist({data.source!r}), 'cuda', {epochs})))")
+        env = dict(os.environ, CUPY_TF32="1", PYTHONPATH=os.getcwd())
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=900)
+        if proc.returncode:
+            return {"error": proc.stderr[-800:]}
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]), tf32=True)
+    kernels.set_mode(mode)
+    t = Trainer(TrainConfig(epochs=epochs, kernels=mode, **overrides), data,
+                select_backend(device), log=lambda s: None)
+    first = float(t.step(t.backend.asarray(np.arange(t.config.batch_size)), 0.0))
+    t = Trainer(TrainConfig(epochs=epochs, kernels=mode, **overrides), data,
+                select_backend(device), log=lambda s: None)
+    history = t.fit()
+    seconds = np.cumsum([h["seconds"] for h in history])
+    accs = [h["test_accuracy"] for h in history]
+    return {"device": device, "mode": mode, "first_step_loss": first,
+            "test_accuracy": accs[-1], "train_seconds": float(seconds[-1]),
+            "epoch_seconds": [h["seconds"] for h in history],
+            "seconds_to_97": next((float(s) for s, a in zip(seconds, accs) if a >= .97), None),
+            "seconds_to_98": next((float(s) for s, a in zip(seconds, accs) if a >= .98), None)}
+
+
+def throughput(data, batches=(128, 1024, 8192), repeats=5):
+    """samples/s of the 784-128-10 sigmoid SGD model per configuration and batch size."""
+    rows = []
+    gpu_impls = [n for n in kernels.implementations("cuda") if n != "reference"]
+    for batch in batches:
+        model = dict(hidden=(128,), activation="sigmoid", optimizer="sgd", lr=0.1,
+                     batch_size=batch)
+        backend = select_backend("cuda")
+        runners = {"cupy-reference": EngineRunner(data, backend, "reference", **model)}
+        for impl in gpu_impls:
+            kernels.set_fused("cuda", impl)
+            r = EngineRunner(data, backend, "fused", **model)
+            runners[f"cupy-fused[{impl}]"] = r
+            r.train_epoch = _with_twin(r.train_epoch, impl)
+        if peers.available("torch"):
+            runners["torch-eager-cuda"] = peers.TorchRunner(data, "cuda", **model)
+        times = interleaved({k: r.train_epoch for k, r in runners.items()}, repeats, warmup=1)
+        torch_rate = None
+        for name in runners:
+            s = summary(times[name])
+            rate = len(data.y_train) / s["median"]
+            torch_rate = rate if name.startswith("torch") else torch_rate
+            rows.append({"config": name, "batch": batch, "epoch_seconds": s["median"],
+                         "spread": s["spread"], "samples_per_second": rate})
+        for row in rows:
+            if row["batch"] == batch and torch_rate:
+                row["vs_torch"] = row["samples_per_second"] / torch_rate
+    return rows
+
+
+def _with_twin(fn, impl):
+    def run():
+        kernels.set_fused("cuda", impl)
+        fn()
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir")
+    p.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."),
+                                                  "gpu_check.json"))
+    p.add_argument("--skip-tests", action="store_true")
+    args = p.parse_args(argv)
+    results = {"environment": None, "device": device_info()}
+    print(json.dumps(results["device"], indent=1), flush=True)
+    cupy, _, why = probe_cuda()
+    if cupy is None:
+        print(f"gpu_check: no usable GPU ({why}); nothing to check")
+        return 2
+    backend = select_backend("cuda")
+    results["environment"] = environment(backend, {"threads": os.cpu_count()})
+    data = load_mnist(args.data_dir, download=False, progress=False)
+    if not args.skip_tests:
+        results["tests"] = run_tests()
+        print("tests:", results["tests"]["summary"], flush=True)
+    results["kernels"] = kernel_table(backend, repeats=100)
+    print(format_kernel_table(results["kernels"]), flush=True)
+    start = time.perf_counter()
+    runs = [train_run(data, "cuda"), train_run(data, "cuda", mode="reference"),
+            train_run(data, "cuda", tf32=True), train_run(data, "cpu")]
+    results["training"] = runs
+    gpu, cpu = runs[0], runs[3]
+    results["agreement"] = {
+        "first_step_loss_rel_diff": abs(gpu["first_step_loss"] - cpu["first_step_loss"])
+        / abs(cpu["first_step_loss"]),
+        "accuracy_diff_points": 100 * abs(gpu["test_accuracy"] - cpu["test_accuracy"])}
+    print(f"training runs took {time.perf_counter() - start:.0f}s", flush=True)
+    results["throughput"] = throughput(data)
+    write_results(args.json, results)
+    print(render(results))
+    return 0 if results.get("tests", {}).get("returncode", 0) == 0 else 1
+
+
+def render(r):
+    lines = ["", "Training runs (default recipe: 784-512-10 relu, Adam, cosine, 10 epochs)",
+             table(r["training"], [("device", "device", "{}"), ("mode", "kernels", "{}"),
+                                   ("tf32", "tf32", "{}"),
+                                   ("test_accuracy", "test acc", "{:.2%}"),
+                                   ("train_seconds", "train s", "{:.2f}"),
+                                   ("seconds_to_98", "to 98% s", "{:.2f}"),
+                                   ("first_step_loss", "first loss", "{:.6f}")]),
+             f"CPU vs GPU: first-step loss rel diff "
+             f"{r['agreement']['first_step_loss_rel_diff']:.2e} (target <= 1e-5), accuracy "
+             f"diff {r['agreement']['accuracy_diff_points']:.2f} points (target <= 0.3)",
+             "", f"Throughput on {r['device']['gpu']} (784-128-10 sigmoid, SGD lr 0.1)",
+             table(r["throughput"], [("config", "config", "{}"), ("batch", "batch", "{}"),
+                                     ("samples_per_second", "samples/s", "{:,.0f}"),
+                                     ("epoch_seconds", "epoch s", "{:.4f}"),
+                                     ("spread", "spread", "{:.0%}"),
+                                     ("vs_torch", "vs torch", "{:.2f}x")])]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""On a real GPU: the kernel matrix on CuPy arrays, CPU/GPU agreement, no host sync inside
+an epoch, and the out-of-memory message. Skipped with the reason where no GPU is usable."""
+
+import numpy as np
+import pytest
+
+import kernels
+from engine.backend import probe_cuda, select_backend
+from tests.kernel_cases import REGIMES, SHAPES, TOL, make_labels, make_logits
+
+cupy, GPU_NAME, WHY = probe_cuda()
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(cupy is None, reason=f"no usable GPU: {WHY}")]
+GPU_IMPLS = kernels.implementations("cuda") if cupy is not None else []
+
+
+@pytest.mark.parametrize("impl", GPU_IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES + [(8193, 10)])
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("layout", ["c", "fortran"])
+def test_softmax_ce_on_cupy(impl, dtype, shape, regime, layout):
+    x = make_logits(shape, dtype, regime, layout, seed=np.random.SeedSequence().entropy % 2**32)
+    t = make_labels(shape[0], shape[1], 5)
+    loss_ref, g_ref = kernels.softmax_cross_entropy(np.ascontiguousarray(x), t,
+                                                    impl="reference")
+    xd = cupy.asarray(x, order="F" if layout == "fortran" else "C")
+    loss, g = kernels.softmax_cross_entropy(xd, cupy.asarray(t), impl=impl)
+    assert isinstance(g, cupy.ndarray) and g.dtype == dtype and loss.dtype == dtype
+    tol = dict(TOL[dtype], rtol=1e-4 if regime == "huge" and dtype == np.float32 else
+               TOL[dtype]["rtol"])
+    np.testing.assert_allclose(g.get(), g_ref, **tol)
+    np.testing.assert_allclose(float(loss), float(loss_ref), **tol)
+
+
+@pytest.mark.parametrize("impl", GPU_IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_other_kernels_on_cupy(impl, dtype):
+    rng = np.random.default_rng()
+    y, gy = rng.random((129, 65)).astype(dtype), rng.standard_normal((129, 65)).astype(dtype)
+    gx = kernels.sigmoid_backward(cupy.asarray(gy), cupy.asarray(y), impl=impl)
+    np.testing.assert_allclose(gx.get(), kernels.sigmoid_backward(gy, y, impl="reference"),
+                               **TOL[dtype])
+    bufs = [rng.standard_normal(1001).astype(dtype) for _ in range(3)] + [
+        rng.random(1001).astype(dtype)]
+    dev = [cupy.asarray(b) for b in bufs]
+    kernels.adam_update(*bufs, 1e-3, 3, weight_decay=0.01, decoupled=True, n_decay=500,
+                        impl="reference")
+    kernels.adam_update(*dev, 1e-3, 3, weight_decay=0.01, decoupled=True, n_decay=500,
+                        impl=impl)
+    for h, d in zip(bufs, dev):
+        np.testing.assert_allclose(d.get(), h, **TOL[dtype])
+    sgd = [b.copy() for b in bufs[:3]]
+    sgd_dev = [cupy.asarray(b) for b in sgd]
+    kernels.sgd_update(*sgd, 0.1, 0.9, True, 0.01, 500, impl="reference")
+    kernels.sgd_update(*sgd_dev, 0.1, 0.9, True, 0.01, 500, impl=impl)
+    for h, d in zip(sgd, sgd_dev):
+        np.testing.assert_allclose(d.get(), h, **TOL[dtype])
+    x = rng.integers(0, 256, (100, 30)).astype(np.uint8)
+    idx = np.array([5, 99, 100, -1, 0])
+    out = kernels.gather_rows(cupy.asarray(x), cupy.asarray(idx), 1 / 255, impl=impl).get()
+    np.testing.assert_allclose(out[[0, 1, 4]], x[[5, 99, 0]] / np.float32(255), rtol=1e-6)
+    assert np.isnan(out[[2, 3]]).all()
+
+
+def test_numpy_input_to_gpu_twin_is_refused():
+    with pytest.raises(TypeError):
+        kernels.sigmoid_backward(np.zeros(3), np.zeros(3), impl="numba-cuda")
+
+
+@pytest.fixture(scope="module")
+def gpu_and_cpu_trainers(mnist):
+    from engine.train import TrainConfig, Trainer
+
+    config = dict(epochs=2, hidden=(128,), activation="sigmoid", optimizer="sgd", lr=0.1)
+    return [Trainer(TrainConfig(**config), mnist, select_backend(d), log=lambda s: None)
+            for d in ("cpu", "cuda")]
+
+
+def test_cpu_and_gpu_agree(gpu_and_cpu_trainers):
+    cpu, gpu = gpu_and_cpu_trainers
+    np.testing.assert_array_equal(cpu.model.params, gpu.model.params.get())  # same start
+    idx = np.arange(128)
+    l_cpu = float(cpu.step(idx, 0.1))
+    l_gpu = float(gpu.step(cupy.asarray(idx), 0.1))
+    assert l_gpu == pytest.approx(l_cpu, rel=1e-5)
+    hc, hg = cpu.fit(), gpu.fit()
+    assert abs(hc[-1]["test_accuracy"] - hg[-1]["test_accuracy"]) <= 0.003
+
+
+def test_no_host_sync_inside_an_epoch(gpu_and_cpu_trainers):
+    import cupyx
+
+    gpu = gpu_and_cpu_trainers[1]
+    perm = gpu._prepare_epoch(0)
+    with cupyx.allow_synchronize(False):  # raises on any implicit device->host sync
+        for s in range(20):
+            gpu.step(perm[s * 128:(s + 1) * 128], 0.01)
+
+
+def test_out_of_memory_message(mnist):
+    from engine.backend import DeviceMemoryError
+    from engine.train import TrainConfig, Trainer
+
+    with pytest.raises(DeviceMemoryError, match="at batch size 128: asked for"):
+        Trainer(TrainConfig(hidden=(2**26,)), mnist, select_backend("cuda"), log=print)
