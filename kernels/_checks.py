@@ -19,7 +19,10 @@ def is_cupy_array(a):
 
 def get_array_module(*arrays):
     """Return ``numpy`` or ``cupy`` for ``arrays``; a mix of both is a ``TypeError``."""
-    kinds = {is_cupy_array(a) for a in arrays if a is not None}
+    cp = sys.modules.get("cupy")
+    if cp is None:  # no CuPy array can exist: the common CPU case, kept cheap
+        return np
+    kinds = {isinstance(a, cp.ndarray) for a in arrays if a is not None}
     if len(kinds) > 1:
         names = ", ".join(f"{type(a).__module__}.{type(a).__name__}" for a in arrays)
         raise TypeError(f"arrays are on different devices (got {names}); "
@@ -68,8 +71,10 @@ def check_out(name, out, shape, dtype, like):
     """Check an ``out=`` buffer: right shape and dtype, C-contiguous, same device as ``like``."""
     if out is None:
         return None
-    get_array_module(out, like)
-    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+    if type(out) is not type(like):
+        get_array_module(out, like)  # raises the device-mix TypeError
+        raise TypeError(f"{name} must be an array of the same kind as the inputs")
+    if out.shape != tuple(shape) or out.dtype != dtype:
         raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {dtype}, "
                          f"got {tuple(out.shape)} {out.dtype}")
     if not out.flags.c_contiguous:

@@ -99,12 +99,15 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     _softmax_ce_fwd_bwd(x, t, row_loss, gx, x.dtype.type(1.0 / max(x.shape[0], 1)))
 
 
+_ONE = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
+
+
 def sigmoid_backward(gy, y, gx):
     """Same contract as :func:`kernels.reference.sigmoid_backward` (NumPy only)."""
     if gx is gy:
-        _sigmoid_bwd_inplace(gy.reshape(-1), y.reshape(-1), y.dtype.type(1))
+        _sigmoid_bwd_inplace(gy.ravel(), y.ravel(), _ONE[y.dtype])
     else:
-        _sigmoid_bwd(gy.reshape(-1), y.reshape(-1), gx.reshape(-1), y.dtype.type(1))
+        _sigmoid_bwd(gy.ravel(), y.ravel(), gx.ravel(), _ONE[y.dtype])
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
