@@ -6,7 +6,6 @@ same batch, same thread count for every contender. Epochs are timed interleaved
 """
 
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -172,25 +171,30 @@ def peak_memory(config, argv):
 
 
 def memory_probe(config, data, devices):
-    """Print the peak resident memory above the baseline (interpreter, libraries, data).
+    """Print the peak resident memory (MiB) one epoch of ``config`` adds to the process.
 
-    ru_maxrss is a high-water mark, so the baseline is taken after importing the libraries
-    this config needs and loading the data; the figure is the config's own peak.
+    The baseline is taken after importing the libraries this config needs and loading the
+    data; the kernel's high-water mark is reset there (Linux ``clear_refs``), so loading
+    the data does not count.
     """
     if config.startswith("torch"):
         import torch  # noqa: F401 - part of the baseline, like NumPy for the others
     elif config.startswith("sklearn"):
         import sklearn.neural_network  # noqa: F401
-    base = _rss_mib()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    base = _status_mib("VmRSS")
     runners, _ = make_runners(data, devices, MODEL, names={config})
     runners[config].train_epoch()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(max(peak - base, 0.0))
+    print(max(_status_mib("VmHWM") - base, 0.0))
 
 
-def _rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mib(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"/proc/self/status has no {key}")
 
 
 MODEL = dict(hidden=(128,), activation="sigmoid", optimizer="sgd", lr=0.1, batch_size=128)

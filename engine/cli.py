@@ -76,6 +76,10 @@ def build_parser():
                    help="step schedule: decay every this many epochs")
     t.add_argument("--gamma", type=_float(0, low_open=True), default=d.gamma,
                    help="step schedule: decay factor")
+    t.add_argument("--model", default=d.model,
+                   help='"mlp" (default, sized by --hidden), "cnn" (conv32-pool-conv64-pool-'
+                   'fc128) or a layer spec such as conv16-pool-fc64 (convF[kK][sS][pP], '
+                   'pool[K][sS], fcN, dropP)')
     t.add_argument("--hidden", type=_hidden, default=d.hidden,
                    help="hidden layer widths, comma-separated (default %(default)s)")
     t.add_argument("--activation", choices=("relu", "sigmoid", "tanh"), default=d.activation)
@@ -95,6 +99,8 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="print only the final summary")
     t.add_argument("--json", action="store_true",
                    help="print one final JSON object on stdout (logs go to stderr)")
+    t.add_argument("--plots", metavar="DIR", help="write learning curves, confusion matrix, "
+                   "predictions, mistakes and first-layer weights as PNGs (plot extra)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on the test set")
     e.add_argument("checkpoint")
@@ -104,6 +110,19 @@ def build_parser():
     e.add_argument("--json", action="store_true")
 
     sub.add_parser("info", help="versions, devices, and which kernels are active")
+
+    pl = sub.add_parser("plot", help="write the PNGs of a finished run (plot extra)")
+    pl.add_argument("run_dir", help="a --out folder holding checkpoint.npz and history.json")
+    pl.add_argument("--out", help="where to write the PNGs (default RUN_DIR/plots)")
+    pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    pl.add_argument("--data-dir")
+    pl.add_argument("--no-download", action="store_true")
+
+    pr = sub.add_parser("predict", help="top-3 classes for PNG/JPEG images or IDX files")
+    pr.add_argument("checkpoint")
+    pr.add_argument("files", nargs="+", metavar="FILE")
+    pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    pr.add_argument("--json", action="store_true")
 
     b = sub.add_parser("bench", help="throughput of every configuration beside PyTorch and "
                        "scikit-learn")
@@ -127,10 +146,11 @@ def main(argv=None):
     from .backend import BackendError
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .plots import PlotUnavailable
     from .train import TrainingDiverged, TrainingInterrupted
 
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info,
-                "bench": cmd_bench}
+                "bench": cmd_bench, "plot": cmd_plot, "predict": cmd_predict}
     try:
         return handlers[args.command](args) or 0
     except TrainingInterrupted as exc:
@@ -139,7 +159,8 @@ def main(argv=None):
     except TrainingDiverged as exc:
         print(f"xptrain: error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (BackendError, CheckpointError, DataError, ValueError, OSError) as exc:
+    except (BackendError, CheckpointError, DataError, PlotUnavailable, ValueError,
+            OSError) as exc:
         if os.environ.get("XPTRAIN_DEBUG"):
             raise
         print(f"xptrain: error: {exc}", file=sys.stderr)
@@ -167,7 +188,7 @@ def cmd_train(args):
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_epochs=args.warmup, step_epochs=args.step_epochs,
-        gamma=args.gamma, hidden=args.hidden, activation=args.activation,
+        gamma=args.gamma, model=args.model, hidden=args.hidden, activation=args.activation,
         dropout=args.dropout, seed=args.seed, val_fraction=args.val_fraction,
         kernels=args.kernels).validate()
     enable_tf32(args.tf32)
@@ -186,9 +207,15 @@ def cmd_train(args):
     else:
         out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         trainer = Trainer(config, dataset, backend, out, log=log, progress=progress)
+    if args.plots:
+        from .plots import _pyplot
+
+        _pyplot()  # say what to install before training, not after
     c = trainer.config
-    log(f"model: {trainer.model.n_in}-{'-'.join(map(str, c.hidden))}-{dataset.n_classes} "
-        f"{c.activation}, {trainer.model.n_params:,} parameters; {c.optimizer} lr {c.lr} "
+    from .evaluate import _describe
+
+    log(f"model: {_describe(trainer.model.spec())}, "
+        f"{trainer.model.n_params:,} parameters; {c.optimizer} lr {c.lr} "
         f"{c.schedule}, batch {c.batch_size}, {c.epochs} epochs, kernels {c.kernels}")
     history = trainer.fit()
     test_loss, conf = trainer.evaluate(trainer.x_test, trainer.y_test)
@@ -198,9 +225,58 @@ def cmd_train(args):
     log(f"test accuracy {summary['test_accuracy'] * 100:.2f}%  test loss {test_loss:.4f}  "
         f"train time {summary['seconds']:.1f}s  {summary['samples_per_second']:,.0f} samples/s"
         f"  checkpoint {trainer.checkpoint_path}")
+    if args.plots:
+        paths = _write_plots(trainer.model, history, dataset, args.plots)
+        log(f"plots: {', '.join(str(p) for p in paths)}")
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def _write_plots(model, history, dataset, out_dir):
+    from .evaluate import predict_logits
+    from .plots import write_all
+
+    return write_all(out_dir, history, model.state_dict(), dataset,
+                     predict_logits(model, dataset.x_test))
+
+
+def cmd_plot(args):
+    from .backend import select_backend
+    from .data import load_mnist
+    from .evaluate import load_model
+    from .plots import _pyplot
+
+    _pyplot()
+    run = os.path.abspath(args.run_dir)
+    model, meta = load_model(os.path.join(run, "checkpoint.npz"), select_backend(args.device))
+    data = load_mnist(args.data_dir, download=not args.no_download, progress=False)
+    paths = _write_plots(model, meta["history"], data, args.out or os.path.join(run, "plots"))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_predict(args):
+    from .backend import select_backend
+    from .evaluate import load_model
+    from .predict import predict_files
+
+    model, meta = load_model(args.checkpoint, select_backend(args.device))
+    shape = tuple(meta.get("image_shape", (28, 28)))
+    failed, results = 0, []
+    for name, top, error in predict_files(model, args.files, shape):
+        if error:
+            failed += 1
+            print(f"xptrain: error: {error}", file=sys.stderr)
+            results.append({"file": name, "error": error})
+            continue
+        results.append({"file": name, "top": [{"class": c, "probability": p} for c, p in top]})
+        if not args.json:
+            print(f"{name}: " + "  ".join(f"{c} ({p:.1%})" for c, p in top))
+    if args.json:
+        print(json.dumps(results))
+    return 1 if failed else 0
 
 
 def _summary(trainer, history, test_loss, conf, wall):
@@ -219,7 +295,7 @@ def _summary(trainer, history, test_loss, conf, wall):
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint, format_bands
     from .metrics import format_per_class
 
     result, conf = evaluate_checkpoint(args.checkpoint, args.device, args.data_dir,
@@ -229,6 +305,7 @@ def cmd_evaluate(args):
         return 0
     print(f"{args.checkpoint}: {result['model']} on {result['device']}")
     print(format_per_class(conf))
+    print(format_bands(result["confidence_bands"]))
     print(f"test accuracy {result['test_accuracy'] * 100:.2f}%  test loss "
           f"{result['test_loss']:.4f}  ({result['n_samples']} images)")
     return 0

@@ -21,9 +21,9 @@ def load_model(path, backend):
     return model, meta
 
 
-def predict_logits(model, x, chunk=5000):
+def predict_logits(model, x, chunk=None):
     """Logits for uint8 or float images ``x`` (host, (N, features)), as a host array."""
-    xp = model.xp
+    xp, chunk = model.xp, chunk or model.eval_chunk
     out = []
     for s in range(0, len(x), chunk):
         xb = xp.asarray(x[s:s + chunk]).astype(np.float32)
@@ -43,12 +43,14 @@ def evaluate_checkpoint(path, device="auto", data_dir=None, download=True):
         raise checkpoint.CheckpointError(f"{path}: model takes {model.n_in} inputs but the "
                                          f"data has {data.x_test.shape[1]} pixels per image")
     xp = backend.xp
-    logits = xp.asarray(predict_logits(model, data.x_test))
+    logits_host = predict_logits(model, data.x_test)
+    logits = xp.asarray(logits_host)
     labels = xp.asarray(data.y_test)
     loss_sum, _ = evaluate_logits(logits, labels)
     n_classes = logits.shape[1]
     conf = backend.to_host(confusion_counts(xp, labels, logits.argmax(axis=1), n_classes))
     result = {"checkpoint": str(path), "device": backend.name, "n_samples": int(len(labels)),
+              "confidence_bands": confidence_bands(logits_host, data.y_test),
               "test_accuracy": accuracy(conf), "test_loss": float(loss_sum) / len(labels),
               "per_class_accuracy": [float(a) for a in per_class_accuracy(conf)],
               "model": _describe(meta["model"]), "epoch": meta.get("epoch")}
@@ -56,8 +58,15 @@ def evaluate_checkpoint(path, device="auto", data_dir=None, download=True):
 
 
 def _describe(spec):
-    widths = [spec["n_in"]] + [layer["n_out"] for layer in spec["layers"]
-                                if layer["type"] == "Linear"]
-    acts = sorted({layer["type"].lower() for layer in spec["layers"]
-                   if layer["type"] not in ("Linear", "Dropout")})
-    return "-".join(map(str, widths)) + (f" {','.join(acts)}" if acts else "")
+    """A one-line model description: "784-512-10 relu" or "cnn conv32k3-pool2-fc128 relu"."""
+    layers = spec["layers"]
+    acts = sorted({layer["type"].lower() for layer in layers if layer["type"].lower()
+                   in ("relu", "sigmoid", "tanh")})
+    if any(layer["type"] == "Conv2D" for layer in layers):
+        names = {"Conv2D": lambda e: f"conv{e['c_out']}k{e['k']}",
+                 "MaxPool2D": lambda e: f"pool{e['k']}", "Linear": lambda e: f"fc{e['n_out']}"}
+        text = "cnn " + "-".join(names[e["type"]](e) for e in layers if e["type"] in names)
+    else:
+        text = "-".join(map(str, [spec["n_in"]] + [e["n_out"] for e in layers
+                                                    if e["type"] == "Linear"]))
+    return text + (f" {','.join(acts)}" if acts else "")

@@ -5,6 +5,8 @@ All parameters are float32 views into ``model.params`` and their gradients views
 whole model with a few calls over one buffer and applies decay to ``params[:n_decay]``.
 """
 
+import re
+
 import numpy as np
 
 from .init import init_for
@@ -87,6 +89,11 @@ class Sequential:
     def spec(self):
         return {"n_in": self.n_in, "layers": [layer.spec() for layer in self.layers]}
 
+    @property
+    def eval_chunk(self):
+        """Rows per evaluation forward: smaller for convolutions (their column buffers)."""
+        return 500 if any(type(layer).__name__ == "Conv2D" for layer in self.layers) else 5000
+
 
 def mlp_layers(n_in, hidden, n_classes, activation="relu", dropout=0.0):
     """Linear/activation[/Dropout] blocks for each hidden width, then a Linear output."""
@@ -111,6 +118,72 @@ def build_mlp(n_in, hidden, n_classes, activation="relu", dropout=0.0, xp=np, se
                       dtype)
 
 
+CNN = "conv32-pool-conv64-pool-fc128"
+_TOKEN = re.compile(r"^(conv(\d+)(?:k(\d+))?(?:s(\d+))?(?:p(\d+))?|pool(\d+)?(?:s(\d+))?"
+                    r"|fc(\d+)|drop(0?\.\d+))$")
+
+
+def parse_layers(text, image_shape, n_classes, activation="relu"):
+    """Layers from a small spec string, e.g. ``conv32-pool-conv64-pool-fc128``.
+
+    Tokens (joined by ``-`` or ``,``): ``convF[kK][sS][pP]`` (F filters, K x K kernel,
+    default 3, stride S default 1, padding P default K // 2) followed by the activation;
+    ``pool[K][sS]`` (max pool, default 2 x 2); ``fcN`` (Linear + activation); ``dropP``.
+    The output Linear to ``n_classes`` is appended.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    from .conv import Conv2D, Flatten, MaxPool2D, Reshape
+
+    h, w = image_shape
+    c, flat, layers = 1, None, [Reshape((h, w, 1))]
+    for token in re.split(r"[-,]", text.strip().lower()):
+        m = _TOKEN.match(token)
+        if not m:
+            raise ValueError(f"model spec {text!r}: cannot read {token!r} (expected convF"
+                             f"[kK][sS][pP], pool[K][sS], fcN or dropP)")
+        if m.group(2):
+            if flat is not None:
+                raise ValueError(f"model spec {text!r}: conv after fc")
+            f, k = int(m.group(2)), int(m.group(3) or 3)
+            stride, pad = int(m.group(4) or 1), int(m.group(5) or k // 2)
+            layers += [Conv2D(c, f, k, stride, pad, init_for(activation)),
+                       ACTIVATIONS[activation]()]
+            h, w, c = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1, f
+        elif token.startswith("pool"):
+            k = int(m.group(6) or 2)
+            stride = int(m.group(7) or k)
+            layers.append(MaxPool2D(k, stride))
+            h, w = (h - k) // stride + 1, (w - k) // stride + 1
+        elif m.group(8):
+            if flat is None:
+                layers.append(Flatten())
+                flat = h * w * c
+            layers += [Linear(flat, int(m.group(8)), init_for(activation)),
+                       ACTIVATIONS[activation]()]
+            flat = int(m.group(8))
+        else:
+            layers.append(Dropout(float(m.group(9))))
+        if min(h, w) < 1:
+            raise ValueError(f"model spec {text!r}: the image shrinks to nothing at {token!r}")
+    if flat is None:
+        layers.append(Flatten())
+        flat = h * w * c
+    layers.append(Linear(flat, n_classes, "xavier"))
+    return layers
+
+
+def build_model(model, n_in, image_shape, hidden, n_classes, activation, dropout, xp, seed):
+    """``model``: "mlp" (uses ``hidden``), "cnn" (the classic conv32-pool-conv64-pool-fc128)
+    or a spec string for :func:`parse_layers`."""
+    if model == "mlp":
+        return build_mlp(n_in, hidden, n_classes, activation, dropout, xp, seed)
+    layers = parse_layers(CNN if model == "cnn" else model, image_shape, n_classes,
+                          activation)
+    return Sequential(layers, n_in, xp, seed)
+
+
 def from_spec(spec, xp=np, seed=0):
     """Rebuild a model from :meth:`Sequential.spec` (as stored in checkpoints)."""
     layers = []
@@ -120,6 +193,11 @@ def from_spec(spec, xp=np, seed=0):
             layers.append(Linear(entry["n_in"], entry["n_out"], entry.get("init", "xavier")))
         elif kind == "Dropout":
             layers.append(Dropout(entry["p"]))
+        elif kind in ("Conv2D", "MaxPool2D", "Flatten", "Reshape"):
+            from . import conv
+
+            args = {k: v for k, v in entry.items() if k != "type"}
+            layers.append(getattr(conv, kind)(**args))
         elif kind.lower() in ACTIVATIONS:
             layers.append(ACTIVATIONS[kind.lower()]())
         else:

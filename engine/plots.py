@@ -74,7 +74,7 @@ def confusion_matrix(conf, path, labels=None):
 def _digit_grid(images, titles, wrong, path, suptitle, cols=8):
     plt = _pyplot()
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), dpi=80)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.7), dpi=80)
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, img, title, bad in zip(np.ravel(axes), images, titles, wrong):
@@ -111,19 +111,19 @@ def confident_mistakes(images, labels, probs, path, n=16):
                        f"most confident mistakes ({len(wrong)} wrong in all)")
 
 
-def first_layer_weights(w, image_shape, path, n=64):
+def first_layer_weights(w, image_shape, path, n=32):
     """Each first-layer unit's incoming weights as an image tile (blue -, red +)."""
     plt = _pyplot()
     n = min(n, w.shape[1])
     cols = 8
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), dpi=80)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.3), dpi=80)
     for k, ax in enumerate(np.ravel(axes)):
         ax.axis("off")
         if k < n:
             tile = w[:, k].reshape(image_shape)
             lim = np.abs(tile).max() or 1.0
-            ax.imshow(tile, cmap="bwr", vmin=-lim, vmax=lim)
+            ax.imshow(tile, cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
     fig.suptitle(f"first-layer weights of {n} units", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

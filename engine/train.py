@@ -19,11 +19,13 @@ from . import checkpoint
 from .backend import is_out_of_memory, out_of_memory_error
 from .losses import SoftmaxCrossEntropy, evaluate_logits
 from .metrics import accuracy, confusion_counts
-from .model import build_mlp, from_spec
+from .model import build_model, from_spec
 from .optim import Schedule, make_optimizer
 
 
 PIXEL_SCALE = np.float32(1 / 255)
+# Train accuracy is measured after each epoch on this many training images (no per-step cost).
+TRAIN_ACCURACY_SAMPLES = 10_000
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_epochs: int = 5
     gamma: float = 0.1
+    model: str = "mlp"
     hidden: tuple = (512,)
     activation: str = "relu"
     dropout: float = 0.0
@@ -94,8 +97,9 @@ class Trainer:
         self.dataset = dataset
         try:
             self._upload(dataset)
-            self.model = build_mlp(dataset.x_train.shape[1], config.hidden, dataset.n_classes,
-                                   config.activation, config.dropout, self.xp, config.seed)
+            self.model = build_model(config.model, dataset.x_train.shape[1],
+                                     dataset.image_shape, config.hidden, dataset.n_classes,
+                                     config.activation, config.dropout, self.xp, config.seed)
             self.optimizer = make_optimizer(config.optimizer, self.model, config.lr,
                                             config.momentum, config.nesterov,
                                             config.weight_decay)
@@ -201,7 +205,7 @@ class Trainer:
 
     def evaluate(self, x, y):
         """Mean loss and the confusion matrix (host) over ``x, y`` in chunks."""
-        xp, n, chunk = self.xp, y.shape[0], self.config.eval_batch
+        xp, n, chunk = self.xp, y.shape[0], min(self.config.eval_batch, self.model.eval_chunk)
         loss_sum = xp.zeros((), np.float64)
         preds = xp.empty(n, np.int64)
         for s in range(0, n, chunk):
@@ -235,7 +239,9 @@ class Trainer:
         if bar is not None:
             bar.close()
         eval_loss, conf = self.evaluate(self.x_eval, self.y_eval)
-        row = {"epoch": epoch + 1, "train_loss": train_loss,
+        n = min(TRAIN_ACCURACY_SAMPLES, self.n_train)
+        train_acc = accuracy(self.evaluate(self.x_train[:n], self.y_train[:n])[1])
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                f"{self.eval_name}_loss": eval_loss, f"{self.eval_name}_accuracy": accuracy(conf),
                "seconds": seconds, "samples_per_second": samples / seconds if seconds else None,
                "lr": self.schedule((epoch + 1) * self.steps_per_epoch - 1)}

@@ -23,7 +23,8 @@ from . import reference
 from ._checks import check_float, check_labels, check_out, get_array_module, is_cupy_array
 
 __all__ = ["softmax_cross_entropy", "sigmoid_backward", "sgd_update", "adam_update",
-           "gather_rows", "set_mode", "get_mode", "set_fused", "implementations", "active_implementation",
+           "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward",
+           "set_mode", "get_mode", "set_fused", "implementations", "active_implementation",
            "describe", "prepare", "get_array_module"]
 
 # Fused twin per device. CPU: numba, measured faster than NumPy for every op (README,
@@ -141,6 +142,8 @@ def _call(name, op, *args):
     fn = _resolved.get((name, op))
     if fn is None:
         module = _load(name) if name not in _state["broken"] else None
+        if module is not None and not hasattr(module, op):
+            module = None  # this twin has no kernel for op (e.g. no GPU im2col): reference
         fn = _resolved[(name, op)] = getattr(module or reference, op)
         if module is not None and name != "reference":
             return _first_call(name, op, fn, args)
@@ -269,3 +272,47 @@ def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
         x = xp.ascontiguousarray(x)
     _call(_resolve(impl, x), "gather_rows", x, idx, out.dtype.type(scale), out)
     return out
+
+
+def im2col(x, k, stride, pad, out=None, impl=None):
+    """Columns of every k x k window of channels-last ``x`` (N, H, W, C), zero-padded by
+    ``pad``: returns (N, OH, OW, k, k, C), ``out`` if given."""
+    xp = get_array_module(x, out)
+    x = check_float("x", x, ndim=4)
+    n, h, w, c = x.shape
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if min(k, stride) < 1 or pad < 0 or min(oh, ow) < 1:
+        raise ValueError(f"im2col: k={k}, stride={stride}, pad={pad} do not fit {h}x{w}")
+    shape = (n, oh, ow, k, k, c)
+    out = xp.empty(shape, x.dtype) if out is None else check_out("out", out, shape, x.dtype, x)
+    _call(_resolve(impl, x), "im2col", x, k, stride, pad, out)
+    return out
+
+
+def col2im(gcols, k, stride, pad, out):
+    """The adjoint of :func:`im2col`: sums (N, OH, OW, k, k, C) columns back into ``out``
+    (N, H, W, C), which is overwritten."""
+    get_array_module(gcols, out)
+    gcols = check_float("gcols", gcols, ndim=6)
+    check_out("out", out, out.shape, gcols.dtype, gcols)
+    _call(_resolve(None, gcols), "col2im", gcols, k, stride, pad, out)
+    return out
+
+
+def maxpool_forward(x, k, stride, y, arg):
+    """Max pooling of (N, H, W, C) into ``y`` (N, OH, OW, C); ``arg`` (uint8, same shape)
+    gets the window position i*k + j of the first maximum."""
+    get_array_module(x, y, arg)
+    x = check_float("x", x, ndim=4)
+    if k * k > 255:
+        raise ValueError(f"max pool window {k}x{k} is too large (at most 15x15)")
+    _call(_resolve(None, x), "maxpool_forward", x, k, stride, y, arg)
+    return y
+
+
+def maxpool_backward(gy, arg, k, stride, gx):
+    """Route ``gy`` (N, OH, OW, C) to each window's maximum in ``gx`` (N, H, W, C)."""
+    get_array_module(gy, arg, gx)
+    gy = check_float("gy", gy, ndim=4)
+    _call(_resolve(None, gy), "maxpool_backward", gy, arg, k, stride, gx)
+    return gx

@@ -90,3 +90,59 @@ def gather_rows(x, idx, scale, out):
     valid = (idx >= 0) & (idx < n)
     xp.multiply(xp.take(x, xp.where(valid, idx, 0), axis=0), scale, out=out)
     out[~valid] = out.dtype.type("nan")
+
+
+def im2col(x, k, stride, pad, cols):
+    """cols[n, oh, ow, i, j, c] = x[n, oh*stride + i - pad, ow*stride + j - pad, c] (0 outside).
+
+    x: (N, H, W, C) channels-last; cols: (N, OH, OW, k, k, C), written.
+    """
+    xp = get_array_module(x)
+    n, h, w, c = x.shape
+    _, oh, ow = cols.shape[:3]
+    if pad:
+        padded = xp.zeros((n, h + 2 * pad, w + 2 * pad, c), x.dtype)
+        padded[:, pad:h + pad, pad:w + pad] = x
+        x = padded
+    s = stride
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, :, i, j, :] = x[:, i:i + s * oh:s, j:j + s * ow:s, :]
+
+
+def col2im(gcols, k, stride, pad, gx):
+    """The adjoint of :func:`im2col`: gx (N, H, W, C) = sum of gcols over the windows."""
+    xp = get_array_module(gcols)
+    n, h, w, c = gx.shape
+    _, oh, ow = gcols.shape[:3]
+    full = xp.zeros((n, h + 2 * pad, w + 2 * pad, c), gx.dtype)
+    s = stride
+    for i in range(k):
+        for j in range(k):
+            full[:, i:i + s * oh:s, j:j + s * ow:s, :] += gcols[:, :, :, i, j, :]
+    gx[...] = full[:, pad:h + pad, pad:w + pad]
+
+
+def maxpool_forward(x, k, stride, y, arg):
+    """y = max over each k x k window (no padding); arg = i*k + j of the first maximum.
+
+    x: (N, H, W, C); y: (N, OH, OW, C); arg: (N, OH, OW, C) uint8, both written.
+    """
+    xp = get_array_module(x)
+    _, oh, ow, _ = y.shape
+    s = stride
+    win = xp.stack([x[:, i:i + s * oh:s, j:j + s * ow:s, :]
+                    for i in range(k) for j in range(k)])
+    arg[...] = win.argmax(axis=0)
+    y[...] = win.max(axis=0)
+
+
+def maxpool_backward(gy, arg, k, stride, gx):
+    """gx (N, H, W, C) = gy routed to each window's first maximum (summed where windows
+    overlap)."""
+    _, oh, ow, _ = gy.shape
+    s = stride
+    gx[...] = 0
+    for i in range(k):
+        for j in range(k):
+            gx[:, i:i + s * oh:s, j:j + s * ow:s, :] += gy * (arg == i * k + j)

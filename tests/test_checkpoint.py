@@ -49,6 +49,9 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         checkpoint.atomic_write(path, explode)
     assert checkpoint.load(path)[2]["x"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize("kind", ["text", "zip", "no_meta", "foreign_meta", "version",

@@ -278,3 +278,43 @@ def test_optimizer_buffer_errors():
         kernels.sgd_update(np.zeros(8, np.float32)[::2], p, None, 0.1)
     with pytest.raises(ValueError, match="1-D"):
         kernels.adam_update(*(np.zeros((2, 2), np.float32),) * 4, 1e-3, 1)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,k,stride,pad", [((2, 5, 7, 1), 3, 1, 1), ((1, 6, 5, 8), 3, 2, 0),
+                                                ((3, 4, 4, 16), 2, 2, 1), ((1, 7, 7, 5), 5, 1, 2)])
+def test_im2col_col2im_twins(impl, dtype, shape, k, stride, pad):
+    rng = np.random.default_rng()
+    x = rng.standard_normal(shape).astype(dtype)
+    cols = kernels.im2col(x, k, stride, pad, impl=impl)
+    ref = kernels.im2col(x, k, stride, pad, impl="reference")
+    np.testing.assert_array_equal(cols, ref)
+    g = rng.standard_normal(cols.shape).astype(dtype)
+    out, out_ref = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
+    kernels._call(impl, "col2im", g, k, stride, pad, out)
+    kernels._call("reference", "col2im", g, k, stride, pad, out_ref)
+    np.testing.assert_allclose(out, out_ref, **TOL[dtype])
+    # adjoint: <im2col(x), g> == <x, col2im(g)>
+    assert np.vdot(cols, g) == pytest.approx(np.vdot(x, out), rel=1e-4)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("shape,k,stride", [((2, 4, 6, 3), 2, 2), ((1, 7, 5, 9), 3, 2),
+                                            ((2, 3, 3, 4), 2, 1)])
+def test_maxpool_twins(impl, shape, k, stride):
+    rng = np.random.default_rng()
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0, 0, 0] = x[0, 0, 1, 0] = 9.0  # a tie: the first maximum wins
+    oh, ow = (shape[1] - k) // stride + 1, (shape[2] - k) // stride + 1
+    outs = []
+    for name in (impl, "reference"):
+        y, arg = np.empty((shape[0], oh, ow, shape[3]), np.float32), np.empty(
+            (shape[0], oh, ow, shape[3]), np.uint8)
+        kernels._call(name, "maxpool_forward", x, k, stride, y, arg)
+        gx = np.full(shape, np.nan, np.float32)
+        kernels._call(name, "maxpool_backward", np.ones_like(y), arg, k, stride, gx)
+        outs.append((y, arg, gx))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    assert outs[0][1][0, 0, 0, 0] == 0

@@ -1,0 +1,128 @@
+"""Convolution layers on ``xp``: Conv2D, MaxPool2D, Flatten and Reshape, channels-last.
+
+Activations are (N, H, W, C). Conv2D is im2col into a reusable column buffer, then one
+matrix product; its backward is two matrix products and col2im. im2col, col2im and max
+pooling are kernels (``kernels.im2col`` ...): a plain-xp reference that runs on NumPy and
+CuPy, and Numba twins on the CPU, measured 3.5-9x faster for 16+ channels.
+"""
+
+import numpy as np
+
+import kernels
+
+from .init import draw_weight
+from .layers import Layer
+
+
+def _out_size(size, k, stride, pad):
+    return (size + 2 * pad - k) // stride + 1
+
+
+class Reshape(Layer):
+    """(N, prod(shape)) -> (N, *shape), e.g. flat MNIST rows to (N, 28, 28, 1)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x, train=False):
+        self.in_shape = x.shape
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, gy, need_gx=True):
+        return gy.reshape(self.in_shape)
+
+    def spec(self):
+        return {"type": "Reshape", "shape": list(self.shape)}
+
+
+class Flatten(Layer):
+    """(N, H, W, C) -> (N, H*W*C)."""
+
+    def forward(self, x, train=False):
+        self.in_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, gy, need_gx=True):
+        return gy.reshape(self.in_shape)
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation): W (k*k*c_in, c_out), b (c_out,)."""
+
+    def __init__(self, c_in, c_out, k=3, stride=1, pad=None, init="he"):
+        super().__init__()
+        if min(c_in, c_out, k, stride) < 1:
+            raise ValueError(f"Conv2D needs positive channels, kernel and stride, got "
+                             f"c_in={c_in}, c_out={c_out}, k={k}, stride={stride}")
+        self.c_in, self.c_out, self.k, self.stride = c_in, c_out, k, stride
+        self.pad = k // 2 if pad is None else pad
+        self.init = init
+
+    def param_specs(self):
+        return [("W", (self.k * self.k * self.c_in, self.c_out), True),
+                ("b", (self.c_out,), False)]
+
+    def init_params(self, rng):
+        return {"W": draw_weight(rng, self.k * self.k * self.c_in, self.c_out, self.init),
+                "b": np.zeros(self.c_out, np.float32)}
+
+    def _geometry(self, x):
+        n, h, w, _ = x.shape
+        return n, _out_size(h, self.k, self.stride, self.pad), _out_size(
+            w, self.k, self.stride, self.pad)
+
+    def forward(self, x, train=False):
+        if x.ndim != 4 or x.shape[3] != self.c_in:
+            raise ValueError(f"Conv2D expects (N, H, W, {self.c_in}) input, got {x.shape}")
+        n, oh, ow = self._geometry(x)
+        k = self.k
+        cols = kernels.im2col(x, k, self.stride, self.pad,
+                              out=self.buffer("cols", (n, oh, ow, k, k, self.c_in), x.dtype))
+        self.cols, self.x_shape = cols.reshape(n * oh * ow, -1), x.shape
+        y = self.xp.matmul(self.cols, self.W, out=self.buffer("y", (n * oh * ow, self.c_out),
+                                                               x.dtype))
+        y += self.b
+        return y.reshape(n, oh, ow, self.c_out)
+
+    def backward(self, gy, need_gx=True):
+        n, oh, ow, _ = gy.shape
+        g2 = gy.reshape(n * oh * ow, self.c_out)
+        self.xp.matmul(self.cols.T, g2, out=self.gW)
+        g2.sum(axis=0, out=self.gb)
+        if not need_gx:
+            return None
+        gcols = self.xp.matmul(g2, self.W.T, out=self.buffer("gcols", self.cols.shape,
+                                                              gy.dtype))
+        gcols = gcols.reshape(n, oh, ow, self.k, self.k, self.c_in)
+        gx = self.buffer("gx", self.x_shape, gy.dtype)
+        return kernels.col2im(gcols, self.k, self.stride, self.pad, gx)
+
+    def spec(self):
+        return {"type": "Conv2D", "c_in": self.c_in, "c_out": self.c_out, "k": self.k,
+                "stride": self.stride, "pad": self.pad, "init": self.init}
+
+
+class MaxPool2D(Layer):
+    """Max over k x k windows with stride s (default s = k); no padding."""
+
+    def __init__(self, k=2, stride=None):
+        super().__init__()
+        self.k, self.stride = k, stride or k
+        if min(self.k, self.stride) < 1:
+            raise ValueError(f"MaxPool2D needs positive kernel and stride, got {k}, {stride}")
+
+    def forward(self, x, train=False):
+        n, h, w, c = x.shape
+        oh, ow = _out_size(h, self.k, self.stride, 0), _out_size(w, self.k, self.stride, 0)
+        y = self.buffer("y", (n, oh, ow, c), x.dtype)
+        self.arg = self.buffer("arg", (n, oh, ow, c), np.uint8)
+        self.x_shape = x.shape
+        return kernels.maxpool_forward(x, self.k, self.stride, y, self.arg)
+
+    def backward(self, gy, need_gx=True):
+        gx = self.buffer("gx", self.x_shape, gy.dtype)
+        return kernels.maxpool_backward(gy, self.arg, self.k, self.stride, gx)
+
+    def spec(self):
+        return {"type": "MaxPool2D", "k": self.k, "stride": self.stride}
