@@ -70,3 +70,29 @@ def _describe(spec):
         text = "-".join(map(str, [spec["n_in"]] + [e["n_out"] for e in layers
                                                     if e["type"] == "Linear"]))
     return text + (f" {','.join(acts)}" if acts else "")
+
+
+BANDS = (("> 99%", 0.99, 1.01), ("90-99%", 0.90, 0.99), ("< 90%", 0.0, 0.90))
+
+
+def confidence_bands(logits, labels):
+    """Share of predictions per confidence band and the accuracy inside each band."""
+    from .plots import softmax
+
+    probs = softmax(np.asarray(logits, np.float64))
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    rows = []
+    for name, low, high in BANDS:
+        inside = (conf > low) & (conf <= high) if low else conf <= high
+        n = int(inside.sum())
+        rows.append({"band": name, "count": n, "share": n / len(labels),
+                     "accuracy": float(correct[inside].mean()) if n else None})
+    return rows
+
+
+def format_bands(rows):
+    lines = ["confidence  predictions   share  accuracy"]
+    for r in rows:
+        acc = f"{r['accuracy'] * 100:7.2f}%" if r["accuracy"] is not None else "      -"
+        lines.append(f"{r['band']:>10}  {r['count']:11d}  {r['share'] * 100:5.1f}%  {acc}")
+    return "\n".join(lines)
