@@ -160,6 +160,36 @@ def _rate(runner, batch, budget):
     return n * batch / (time.perf_counter() - start)
 
 
+CNN_MODEL = dict(model="cnn", activation="relu", optimizer="sgd", lr=0.05, batch_size=128)
+
+
+def cnn_comparison(data, devices, repeats=3, n_samples=6000):
+    """The classic CNN: training samples/s of the engine and of PyTorch, interleaved, on a
+    ``n_samples`` subset (a full CNN epoch on 2 cores takes about 20 s)."""
+    part = subset(data, n_samples, 1000)
+    runners = {}
+    for device in devices:
+        prefix = "numpy" if device == "cpu" else "cupy"
+        runners[f"{prefix}-fused-cnn"] = training.EngineRunner(part, select_backend(device),
+                                                                "fused", **CNN_MODEL)
+        if peers.available("torch"):
+            runners[f"torch-eager-cnn-{device}"] = peers.TorchRunner(part, device, **CNN_MODEL)
+    times = interleaved({n: r.train_epoch for n, r in runners.items()}, repeats, warmup=1)
+    rows = []
+    for name in runners:
+        s = summary(times[name])
+        rows.append({"config": name, "device": device_of(name),
+                     "train_samples_per_second": n_samples / s["median"],
+                     "epoch_seconds": len(data.y_train) / (n_samples / s["median"]),
+                     "spread": s["spread"]})
+    for row in rows:
+        peer = next((r for r in rows if r["config"] == f"torch-eager-cnn-{row['device']}"),
+                    None)
+        row["vs_torch"] = (row["train_samples_per_second"] / peer["train_samples_per_second"]
+                           if peer else None)
+    return rows
+
+
 def peak_memory(config, argv):
     """Peak memory (MiB) one epoch of ``config`` adds, measured in a fresh process."""
     cmd = [sys.executable, "-m", "bench", "--memory-probe", config, *argv]
@@ -233,6 +263,7 @@ def run(args):
                         for n in runners if n.startswith(("numpy", "cupy"))]}
     if not args.quick:
         results["time_to_accuracy"] = [r for d in devices for r in time_to_accuracy(data, d)]
+        results["cnn"] = cnn_comparison(data, devices)
     batches = (32, 128, 1024) if args.quick else (32, 128, 512, 2048, 8192)
     widths = (128, 512) if args.quick else (128, 512, 1024, 2048, 4096)
     results["scaling"] = scaling(data, devices, batches, widths)
@@ -272,6 +303,14 @@ def render(results):
                       ("config", "config", "{}"), ("seconds_to_97", "to 97%", "{:.2f}s"),
                       ("seconds_to_98", "to 98%", "{:.2f}s"),
                       ("final_accuracy", "final", "{:.2%}")])]
+    if "cnn" in results:
+        parts += ["", "CNN conv32-pool-conv64-pool-fc128 relu, SGD, batch 128 (6,000-image "
+                  "subset; epoch seconds scaled to 60,000)",
+                  table(results["cnn"], [("config", "config", "{}"),
+                                         ("train_samples_per_second", "samples/s", "{:,.0f}"),
+                                         ("epoch_seconds", "epoch s", "{:.1f}"),
+                                         ("spread", "spread", "{:.0%}"),
+                                         ("vs_torch", "vs torch", "{:.2f}x")])]
     for key, label in (("batch", "batch size (hidden 128)"), ("hidden", "hidden width "
                                                                          "(batch 128)")):
         parts += ["", f"Scaling: training samples/s by {label}",

@@ -19,7 +19,7 @@ class TorchRunner:
     """The same MLP in PyTorch eager mode: float32 data resident on the device."""
 
     def __init__(self, data, device="cpu", hidden=(128,), activation="sigmoid",
-                 optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0, seed=0):
+                 optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0, seed=0, model="mlp"):
         import torch
 
         self.torch, self.device = torch, device
@@ -31,11 +31,18 @@ class TorchRunner:
         self.x_test = torch.from_numpy(data.x_test).to(dev).float().div_(255)
         self.y_test = torch.from_numpy(data.y_test).to(dev)
         act = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
-        layers, width = [], data.x_train.shape[1]
-        for h in hidden:
-            layers += [torch.nn.Linear(width, h), act[activation]()]
-            width = h
-        layers.append(torch.nn.Linear(width, data.n_classes))
+        if model == "cnn":  # the engine's "cnn": conv32-pool-conv64-pool-fc128
+            nn, h, w = torch.nn, *data.image_shape
+            layers = [nn.Unflatten(1, (1, h, w)), nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                      nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                      nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 128),
+                      nn.ReLU(), nn.Linear(128, data.n_classes)]
+        else:
+            layers, width = [], data.x_train.shape[1]
+            for h in hidden:
+                layers += [torch.nn.Linear(width, h), act[activation]()]
+                width = h
+            layers.append(torch.nn.Linear(width, data.n_classes))
         self.model = torch.nn.Sequential(*layers).to(dev)
         if optimizer == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)

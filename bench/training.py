@@ -22,12 +22,13 @@ class EngineRunner:
     """The engine on one backend with one kernel mode, for the benchmark harness."""
 
     def __init__(self, data, backend, mode, hidden=(128,), activation="sigmoid",
-                 optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0):
+                 optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0, model="mlp"):
         self.name = f"{'numpy' if backend.name == 'cpu' else 'cupy'}-{mode}"
         self.device, self.backend = backend.name, backend
         config = TrainConfig(epochs=1, hidden=tuple(hidden), activation=activation,
                              optimizer=optimizer, lr=lr, momentum=momentum,
-                             batch_size=batch_size, schedule="constant", kernels=mode)
+                             batch_size=batch_size, schedule="constant", kernels=mode,
+                             model=model)
         self.trainer = Trainer(config, data, backend, log=lambda s: None)
         self.compile_seconds = self.trainer.compile_seconds
         self.sizes = [data.x_train.shape[1], *hidden, data.n_classes]
