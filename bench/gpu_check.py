@@ -4,8 +4,8 @@
 
 1. device and library info; 2. the kernel equivalence tests on CuPy arrays (pytest);
 3. kernel timings per GPU twin (picks the default by measurement); 4. a full MNIST run on
-CUDA with the default recipe (and with TF32, and with reference kernels); 5. CPU-vs-GPU
-agreement; 6. the throughput table (samples/s per configuration, batch 128/1024/8192,
+CUDA with the default recipe (and with TF32, and with reference kernels), and the CNN to
+99%; 5. CPU-vs-GPU agreement; 6. the throughput table (samples/s per configuration, batch 128/1024/8192,
 PyTorch eager on the same GPU), printed last and written as JSON.
 """
 
@@ -151,6 +151,12 @@ def main(argv=None):
     runs = [train_run(data, "cuda"), train_run(data, "cuda", mode="reference"),
             train_run(data, "cuda", tf32=True), train_run(data, "cpu")]
     results["training"] = runs
+    results["cnn"] = train_run(data, "cuda", epochs=3, model="cnn")
+    print(f"CNN on CUDA: {results['cnn']['test_accuracy']:.2%} in "
+          f"{results['cnn']['train_seconds']:.1f}s", flush=True)
+    from .harness import cnn_comparison
+
+    results["cnn_vs_torch"] = cnn_comparison(data, ["cuda"])
     gpu, cpu = runs[0], runs[3]
     results["agreement"] = {
         "first_step_loss_rel_diff": abs(gpu["first_step_loss"] - cpu["first_step_loss"])
@@ -174,6 +180,11 @@ def render(r):
              f"CPU vs GPU: first-step loss rel diff "
              f"{r['agreement']['first_step_loss_rel_diff']:.2e} (target <= 1e-5), accuracy "
              f"diff {r['agreement']['accuracy_diff_points']:.2f} points (target <= 0.3)",
+             f"CNN (conv32-pool-conv64-pool-fc128, 3 epochs) on CUDA: "
+             f"{r['cnn']['test_accuracy']:.2%} test accuracy (target >= 99.0%), "
+             f"{r['cnn']['train_seconds']:.1f}s; vs PyTorch: " + ", ".join(
+                 f"{x['config']} {x['epoch_seconds']:.2f}s/epoch"
+                 for x in r["cnn_vs_torch"]),
              "", f"Throughput on {r['device']['gpu']} (784-128-10 sigmoid, SGD lr 0.1)",
              table(r["throughput"], [("config", "config", "{}"), ("batch", "batch", "{}"),
                                      ("samples_per_second", "samples/s", "{:,.0f}"),

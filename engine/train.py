@@ -151,18 +151,28 @@ class Trainer:
 
     def _skip_dropout_draws(self, steps):
         """Replay the dropout draws of ``steps`` already-done batches (resume mid-epoch)."""
-        layers = self.model.dropout_layers()
-        if not layers or self.config.dropout == 0:
+        layers = [layer for layer in self.model.dropout_layers() if layer.p > 0]
+        if not layers or not steps:
             return
+        shapes = self._dropout_sample_shapes(layers)
         bs = self.config.batch_size
         for s in range(steps):
             n = min(bs, self.n_train - s * bs)
-            width = self.model.n_in
-            for layer in self.model.layers:
-                if hasattr(layer, "n_out"):
-                    width = layer.n_out
-                if layer in layers:
-                    layer.draw((n, width), np.dtype(np.float32))
+            for layer in layers:
+                layer.draw((n,) + shapes[id(layer)], np.dtype(np.float32))
+
+    def _dropout_sample_shapes(self, layers):
+        """Per-sample input shape of each dropout layer, from a one-row forward pass drawn
+        from throwaway generators (any layer stack: dense or convolutional)."""
+        saved = [layer.rng for layer in layers]
+        for layer in layers:
+            layer.rng = self.xp.random.default_rng(0)
+        x = self.x_train[:1].astype(np.float32)
+        self.model.forward(x * PIXEL_SCALE, train=True)
+        shapes = {id(layer): tuple(layer.mask.shape[1:]) for layer in layers}
+        for layer, rng in zip(layers, saved):
+            layer.rng = rng
+        return shapes
 
     def train_epoch(self, epoch, bar=None):
         """Run one epoch from ``self.step_in_epoch``; return (mean train loss, seconds)."""

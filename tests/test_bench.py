@@ -75,3 +75,22 @@ def test_plot_needs_matplotlib_or_writes_png(tmp_path):
         return
     plot_scaling(tmp_path / "p.png", rows)
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_check_without_gpu_says_so(tmp_path):
+    from engine.backend import probe_cuda
+
+    if probe_cuda()[0] is not None:
+        pytest.skip("a GPU is usable here: run bench.gpu_check itself")
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--json",
+                           str(tmp_path / "g.json")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2 and "no usable GPU" in proc.stdout
+
+
+def test_gpu_check_training_run_on_cpu(tiny_data):
+    from bench.gpu_check import train_run
+
+    run = train_run(tiny_data, "cpu", epochs=2, hidden=(16,), batch_size=32)
+    assert run["device"] == "cpu" and 0 <= run["test_accuracy"] <= 1
+    assert len(run["epoch_seconds"]) == 2 and run["first_step_loss"] > 0

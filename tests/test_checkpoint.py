@@ -138,3 +138,16 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, cpu, tmp
         t.fit()
     model, meta = load_model(t.checkpoint_path, cpu)
     assert meta["epoch"] == 1 and np.isfinite(model.params).all()
+
+
+def test_resume_with_dropout_in_a_cnn(tiny_data, cpu, tmp_path):
+    kw = dict(model="conv4-pool-drop0.3-fc8-drop0.2", epochs=2)
+    full = make(tiny_data, cpu, tmp_path / "full", **kw)
+    full.fit()
+    part = make(tiny_data, cpu, tmp_path / "part", **kw)
+    _interrupt_after(part, 13)
+    with pytest.raises(TrainingInterrupted) as info:
+        part.fit()
+    resumed = Trainer.resume(info.value.path, tiny_data, cpu, log=lambda s: None)
+    resumed.fit()
+    np.testing.assert_array_equal(resumed.model.params, full.model.params)
