@@ -5,8 +5,8 @@
 1. device and library info; 2. the kernel equivalence tests on CuPy arrays (pytest);
 3. kernel timings per GPU twin (picks the default by measurement); 4. a full MNIST run on
 CUDA with the default recipe (and with TF32, and with reference kernels), and the CNN to
-99%; 5. CPU-vs-GPU agreement; 6. the throughput table (samples/s per configuration, batch 128/1024/8192,
-PyTorch eager on the same GPU), printed last and written as JSON.
+99%; 5. CPU-vs-GPU agreement; 6. the throughput table (samples/s per configuration, batch
+128/1024/8192, PyTorch eager on the same GPU), printed last and written as JSON.
 """
 
 import argparse
@@ -58,7 +58,8 @@ def run_tests():
                           capture_output=True, text=True, timeout=900)
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
     return {"returncode": proc.returncode, "summary": tail,
-            "failures": [l for l in proc.stdout.splitlines() if l.startswith("FAILED")][:20]}
+            "failures": [line for line in proc.stdout.splitlines()
+                         if line.startswith("FAILED")][:20]}
 
 
 def train_run(data, device, epochs=10, tf32=False, mode="fused", **overrides):

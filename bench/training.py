@@ -1,7 +1,5 @@
 """Training-step and epoch measurements of the engine, and the matmul floor beside them."""
 
-import math
-
 import numpy as np
 
 from engine.train import TrainConfig, Trainer

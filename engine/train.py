@@ -8,7 +8,7 @@ batches on the device. The loss accumulates on the device and is read once per e
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 import kernels
 
 from . import checkpoint
+from .config import TrainConfig  # noqa: F401 - part of this module's API
 from .backend import is_out_of_memory, out_of_memory_error
 from .losses import SoftmaxCrossEntropy, evaluate_logits
 from .metrics import accuracy, confusion_counts
@@ -26,53 +27,6 @@ from .optim import Schedule, make_optimizer
 PIXEL_SCALE = np.float32(1 / 255)
 # Train accuracy is measured after each epoch on this many training images (no per-step cost).
 TRAIN_ACCURACY_SAMPLES = 10_000
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of a run; the defaults are the tuned MNIST recipe."""
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    step_epochs: int = 5
-    gamma: float = 0.1
-    model: str = "mlp"
-    hidden: tuple = (512,)
-    activation: str = "relu"
-    dropout: float = 0.0
-    seed: int = 0
-    val_fraction: float = 0.0
-    kernels: str = "fused"
-    eval_batch: int = 5000
-    extra: dict = field(default_factory=dict)
-
-    def validate(self):
-        for name in ("epochs", "batch_size", "eval_batch", "step_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.val_fraction and not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), "
-                             f"got {self.warmup_epochs!r}")
-        kernels.set_mode(self.kernels)
-        return self
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        config = cls(**{k: v for k, v in d.items() if k in known})
-        config.hidden = tuple(config.hidden)
-        return config
 
 
 class TrainingDiverged(RuntimeError):

@@ -10,9 +10,10 @@ Public ops (NumPy or CuPy in, the same kind out; a mix is a ``TypeError``)::
 Each op has named twins with one contract: ``reference`` (plain ``xp``, the specification
 and the fallback), ``numba`` (``numba.njit`` on NumPy arrays), ``numba-cuda`` (numba-cuda
 kernels on CuPy arrays) and ``cupy`` (CuPy RawKernel/ElementwiseKernel twins, for the GPU
-measurement that picks the default). ``set_mode("fused" | "reference")`` picks the fused twin or the
-reference for every device; ``impl=`` picks one twin for a single call. A twin that cannot be
-imported or fails to compile is replaced by the reference, with one warning.
+measurement that picks the default). ``set_mode("fused" | "reference")`` picks the fused
+twin or the reference for every device; ``impl=`` picks one twin for a single call. A twin
+that cannot be imported or fails to compile is replaced by the reference, with one warning;
+an op a twin does not have (the GPU twins have no im2col) runs the reference.
 """
 
 import importlib

@@ -3,8 +3,9 @@
 Serial loops: ``parallel=True`` was erratic at batch 128 on 2 cores, and ``fastmath`` is off
 so NaN rows stay NaN. ``error_model="numpy"`` drops Python's ZeroDivisionError checks and
 every loop runs from 0 over a contiguous array, so LLVM can vectorize it (a loop from a
-runtime start stayed scalar: 3-6x slower, measured on the optimizer updates). The functions are compiled lazily on first call (per dtype);
-:func:`compile_all` warms them and returns the compile time in seconds.
+runtime start stayed scalar: 3-6x slower, measured on the optimizer updates). The functions
+are compiled lazily on first call (per dtype); :func:`compile_all` warms them all and returns
+the compile time in seconds.
 """
 
 import math

@@ -49,7 +49,8 @@ def test_auto_without_cupy_falls_back_with_reason(monkeypatch):
 
 def test_cuda_without_cupy_is_an_error_with_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
-    with pytest.raises(BackendError, match=r'CuPy is not installed.*pip install "xptrain\[cuda12\]"'):
+    with pytest.raises(BackendError,
+                       match=r'CuPy is not installed.*pip install "xptrain\[cuda12\]"'):
         select_backend("cuda")
 
 
