@@ -48,6 +48,8 @@ class Trainer:
         self.config, self.backend, self.xp = config.validate(), backend, backend.xp
         self.log, self.progress = log, progress
         self.out_dir = Path(out_dir) if out_dir else None
+        if self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after an epoch
         self.dataset = dataset
         try:
             self._upload(dataset)

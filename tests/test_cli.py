@@ -120,3 +120,11 @@ def test_console_entry_point_in_subprocess(tiny_dir, tmp_path):
                            "--device", "cpu", "--data-dir", str(tiny_dir)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "inconsistent checkpoint" in proc.stderr
+
+
+def test_unwritable_output_is_reported_before_training(capsys, tiny_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir), "--out",
+                             str(blocker / "run"))
+    assert code == 2 and err.startswith("xptrain: error:") and "epoch" not in out

@@ -6,7 +6,7 @@ import pytest
 
 from engine.conv import Conv2D, Flatten, MaxPool2D
 from engine.model import CNN, Sequential, parse_layers
-from tests.test_gradcheck import check_layer
+from tests.test_gradcheck import check_layer, check_model_gradient
 
 
 def slow_conv(x, w, b, k, stride, pad):
@@ -65,22 +65,10 @@ def test_flatten_gradient():
 
 
 def test_whole_small_cnn_gradient():
-    from engine.losses import SoftmaxCrossEntropy
-    from tests.test_gradcheck import numerical_grad
-
     rng = np.random.default_rng(4)
     model = Sequential(parse_layers("conv3k3-pool-fc5", (6, 6), 3, "tanh"), 36, np, seed=2,
                        dtype=np.float64)
-    x, t = rng.standard_normal((4, 36)), rng.integers(0, 3, 4)
-    loss_fn = SoftmaxCrossEntropy()
-
-    def f():
-        return float(loss_fn(model.forward(x.copy()), t)[0])
-
-    _, gy = loss_fn(model.forward(x.copy(), train=True), t)
-    model.backward(gy)
-    np.testing.assert_allclose(model.grads, numerical_grad(f, model.params), rtol=1e-5,
-                               atol=1e-9)
+    check_model_gradient(model, rng.standard_normal((4, 36)), rng.integers(0, 3, 4))
 
 
 def test_spec_strings():

@@ -85,11 +85,8 @@ def test_softmax_cross_entropy_gradient(impl):
     np.testing.assert_allclose(g, numerical_grad(f, x), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
-def test_whole_mlp(activation):
-    rng = np.random.default_rng(5)
-    model = build_mlp(7, (6, 5), 3, activation, dtype=np.float64, seed=1)
-    x, t = rng.standard_normal((8, 7)), rng.integers(0, 3, 8)
+def check_model_gradient(model, x, t):
+    """The whole model's parameter gradient of the mean loss against finite differences."""
     loss_fn = SoftmaxCrossEntropy()
 
     def f():
@@ -99,6 +96,13 @@ def test_whole_mlp(activation):
     model.backward(gy)
     np.testing.assert_allclose(model.grads, numerical_grad(f, model.params),
                                rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_whole_mlp(activation):
+    rng = np.random.default_rng(5)
+    model = build_mlp(7, (6, 5), 3, activation, dtype=np.float64, seed=1)
+    check_model_gradient(model, rng.standard_normal((8, 7)), rng.integers(0, 3, 8))
 
 
 def test_hand_worked_example():
