@@ -14,6 +14,7 @@ import numpy as np
 
 THREADS = 128
 _kernels = {}
+_streams = {}  # CuPy stream pointer -> numba external stream
 cuda = None  # numba.cuda, imported on first use
 
 
@@ -119,7 +120,13 @@ def _launch_config(n_threads):
         return blocks, THREADS, 0
     import cupy
 
-    return blocks, THREADS, k["cuda"].external_stream(cupy.cuda.get_current_stream().ptr)
+    ptr = cupy.cuda.get_current_stream().ptr
+    if not ptr:  # CuPy's default (legacy null) stream: numba's stream 0 is the same one
+        return blocks, THREADS, 0
+    stream = _streams.get(ptr)
+    if stream is None:  # one wrapper per CuPy stream, not one per launch
+        stream = _streams[ptr] = k["cuda"].external_stream(ptr)
+    return blocks, THREADS, stream
 
 
 def _device_args(*arrays):
