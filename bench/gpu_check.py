@@ -51,8 +51,8 @@ def device_info():
     return info
 
 
-def run_tests():
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+def run_tests(data_dir):
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), XPTRAIN_DATA=str(data_dir))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/test_gpu.py", "tests/test_kernels.py"], env=env,
                           capture_output=True, text=True, timeout=900)
@@ -144,7 +144,7 @@ def main(argv=None):
     results["environment"] = environment(backend, {"threads": os.cpu_count()})
     data = load_mnist(args.data_dir, download=False, progress=False)
     if not args.skip_tests:
-        results["tests"] = run_tests()
+        results["tests"] = run_tests(data.source)
         print("tests:", results["tests"]["summary"], flush=True)
     results["kernels"] = kernel_table(backend, repeats=100)
     print(format_kernel_table(results["kernels"]), flush=True)
