@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from engine.data import to_pixels
 from engine.train import TrainConfig, Trainer
 
 from .timing import interleaved, samples, summary
@@ -59,9 +60,9 @@ class EngineRunner:
         """Forward pass over the test set (logits stay on the device)."""
         self.set_mode()
         t = self.trainer
-        for s in range(0, t.y_test.shape[0], 5000):
-            xb = t.x_test[s:s + 5000].astype(np.float32)
-            t.model.forward(xb, train=False).argmax(axis=1)
+        chunk = t.model.eval_chunk
+        for s in range(0, t.y_test.shape[0], chunk):
+            t.model.forward(to_pixels(t.x_test[s:s + chunk]), train=False).argmax(axis=1)
         self.backend.synchronize()
 
     def accuracy(self):

@@ -38,6 +38,18 @@ MIRRORS = (
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+PIXEL_SCALE = np.float32(1 / 255)
+
+
+def to_pixels(x):
+    """uint8 images (NumPy or CuPy) -> float32 in [0, 1] on the same device; other float
+    arrays are taken as already scaled and only cast to float32."""
+    out = x.astype(np.float32)
+    if x.dtype == np.uint8:
+        out *= PIXEL_SCALE
+    return out
+
+
 class DataError(ValueError):
     """Missing, corrupt or inconsistent data; the message names the file and the problem."""
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from . import checkpoint
 from .backend import select_backend
-from .data import load_mnist
+from .data import load_mnist, to_pixels
 from .losses import evaluate_logits
 from .metrics import accuracy, confusion_counts, per_class_accuracy
 from .model import from_spec
@@ -26,10 +26,7 @@ def predict_logits(model, x, chunk=None):
     xp, chunk = model.xp, chunk or model.eval_chunk
     out = []
     for s in range(0, len(x), chunk):
-        xb = xp.asarray(x[s:s + chunk]).astype(np.float32)
-        if x.dtype == np.uint8:
-            xb *= np.float32(1 / 255)
-        logits = model.forward(xb, train=False)
+        logits = model.forward(to_pixels(xp.asarray(x[s:s + chunk])), train=False)
         out.append(logits.get() if hasattr(logits, "get") else logits.copy())
     return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 

@@ -16,15 +16,15 @@ import numpy as np
 import kernels
 
 from . import checkpoint
-from .config import TrainConfig  # noqa: F401 - part of this module's API
 from .backend import is_out_of_memory, out_of_memory_error
+from .config import TrainConfig  # noqa: F401 - part of this module's API
+from .data import PIXEL_SCALE, to_pixels
 from .losses import SoftmaxCrossEntropy, evaluate_logits
 from .metrics import accuracy, confusion_counts
 from .model import build_model, from_spec
 from .optim import Schedule, make_optimizer
 
 
-PIXEL_SCALE = np.float32(1 / 255)
 # Train accuracy is measured after each epoch on this many training images (no per-step cost).
 TRAIN_ACCURACY_SAMPLES = 10_000
 
@@ -42,7 +42,8 @@ class TrainingInterrupted(RuntimeError):
 
 
 class Trainer:
-    """Trains an MLP on a :class:`~engine.data.Dataset` with one :class:`Backend`."""
+    """Trains a model (MLP or CNN) on a :class:`~engine.data.Dataset` with one
+    :class:`~engine.backend.Backend`."""
 
     def __init__(self, config, dataset, backend, out_dir=None, log=print, progress=False):
         self.config, self.backend, self.xp = config.validate(), backend, backend.xp
@@ -86,8 +87,11 @@ class Trainer:
             x_eval, y_eval, self.eval_name = d.x_test, d.y_test, "test"
         self.n_train = len(y_train)
         self.x_train, self.y_train = self._to_device(x_train, y_train)
-        self.x_eval, self.y_eval = self._to_device(x_eval, y_eval)
         self.x_test, self.y_test = self._to_device(d.x_test, d.y_test)
+        if c.val_fraction:
+            self.x_eval, self.y_eval = self._to_device(x_eval, y_eval)
+        else:  # the test set itself: no second upload
+            self.x_eval, self.y_eval = self.x_test, self.y_test
 
     def _to_device(self, x_uint8, y):
         """Upload uint8 pixels once; batches are converted to float32 on the device."""
@@ -123,15 +127,15 @@ class Trainer:
         saved = [layer.rng for layer in layers]
         for layer in layers:
             layer.rng = self.xp.random.default_rng(0)
-        x = self.x_train[:1].astype(np.float32)
-        self.model.forward(x * PIXEL_SCALE, train=True)
+        self.model.forward(to_pixels(self.x_train[:1]), train=True)
         shapes = {id(layer): tuple(layer.mask.shape[1:]) for layer in layers}
         for layer, rng in zip(layers, saved):
             layer.rng = rng
         return shapes
 
     def train_epoch(self, epoch, bar=None):
-        """Run one epoch from ``self.step_in_epoch``; return (mean train loss, seconds)."""
+        """Run one epoch from ``self.step_in_epoch``; return (mean train loss, seconds,
+        samples trained)."""
         xp, bs = self.xp, self.config.batch_size
         perm = self._prepare_epoch(epoch)
         self._skip_dropout_draws(self.step_in_epoch)
@@ -175,9 +179,7 @@ class Trainer:
         loss_sum = xp.zeros((), np.float64)
         preds = xp.empty(n, np.int64)
         for s in range(0, n, chunk):
-            xb = x[s:s + chunk].astype(np.float32)
-            xb *= PIXEL_SCALE
-            logits = self.model.forward(xb, train=False)
+            logits = self.model.forward(to_pixels(x[s:s + chunk]), train=False)
             loss, _ = evaluate_logits(logits, y[s:s + chunk])
             loss_sum += loss
             preds[s:s + chunk] = logits.argmax(axis=1)
