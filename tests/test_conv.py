@@ -120,12 +120,12 @@ def test_cnn_checkpoint_round_trip(tiny_data, cpu, tmp_path):
 
 @pytest.mark.slow
 def test_cnn_on_real_mnist_beats_the_mlp_ceiling(mnist, cpu):
-    """The classic CNN reaches 99.0% test accuracy in 3 epochs (about 70 s on 2 cores);
-    from-scratch MLPs top out near 98.5% on MNIST (ours: 98.3-98.4%)."""
+    """The classic CNN passes 99.0% test accuracy (4 epochs: 99.22%, about 80 s on 2 cores,
+    measured); from-scratch MLPs top out near 98.5% on MNIST (ours: 98.3-98.4%)."""
     from engine.metrics import accuracy
     from engine.train import TrainConfig, Trainer
 
-    t = Trainer(TrainConfig(epochs=3, model="cnn"), mnist, cpu, log=lambda s: None)
+    t = Trainer(TrainConfig(epochs=4, model="cnn"), mnist, cpu, log=lambda s: None)
     history = t.fit()
     assert accuracy(t.evaluate(t.x_test, t.y_test)[1]) >= 0.990
     assert history[0]["test_accuracy"] < history[-1]["test_accuracy"]
