@@ -210,13 +210,13 @@ def cmd_train(args):
         out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         trainer = Trainer(config, dataset, backend, out, log=log, progress=progress)
     if args.plots:
-        from .plots import _pyplot
+        from .plots import pyplot
 
-        _pyplot()  # say what to install before training, not after
+        pyplot()  # say what to install before training, not after
     c = trainer.config
-    from .evaluate import _describe
+    from .evaluate import describe_model
 
-    log(f"model: {_describe(trainer.model.spec())}, "
+    log(f"model: {describe_model(trainer.model.spec())}, "
         f"{trainer.model.n_params:,} parameters; {c.optimizer} lr {c.lr} "
         f"{c.schedule}, batch {c.batch_size}, {c.epochs} epochs, kernels {c.kernels}")
     history = trainer.fit()

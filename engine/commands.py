@@ -17,9 +17,9 @@ def cmd_plot(args):
     from .backend import select_backend
     from .data import load_mnist
     from .evaluate import load_model
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    _pyplot()
+    pyplot()
     run = os.path.abspath(args.run_dir)
     model, meta = load_model(os.path.join(run, "checkpoint.npz"), select_backend(args.device))
     data = load_mnist(args.data_dir, download=not args.no_download, progress=False)

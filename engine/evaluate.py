@@ -50,11 +50,11 @@ def evaluate_checkpoint(path, device="auto", data_dir=None, download=True):
               "confidence_bands": confidence_bands(logits_host, data.y_test),
               "test_accuracy": accuracy(conf), "test_loss": float(loss_sum) / len(labels),
               "per_class_accuracy": [float(a) for a in per_class_accuracy(conf)],
-              "model": _describe(meta["model"]), "epoch": meta.get("epoch")}
+              "model": describe_model(meta["model"]), "epoch": meta.get("epoch")}
     return result, conf
 
 
-def _describe(spec):
+def describe_model(spec):
     """A one-line model description: "784-512-10 relu" or "cnn conv32k3-pool2-fc128 relu"."""
     layers = spec["layers"]
     acts = sorted({layer["type"].lower() for layer in layers if layer["type"].lower()

@@ -12,7 +12,7 @@ class PlotUnavailable(RuntimeError):
     """matplotlib or Pillow is missing; the message says what to install."""
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
 
@@ -26,7 +26,7 @@ def _pyplot():
 def _save(fig, path):
     from .checkpoint import atomic_write
 
-    plt = _pyplot()
+    plt = pyplot()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi))
     plt.close(fig)
     return Path(path)
@@ -34,7 +34,7 @@ def _save(fig, path):
 
 def learning_curves(history, path):
     """Loss and accuracy per epoch, train and test (or validation)."""
-    plt = _pyplot()
+    plt = pyplot()
     split = "val" if history and "val_loss" in history[0] else "test"
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=80)
@@ -54,7 +54,7 @@ def learning_curves(history, path):
 
 def confusion_matrix(conf, path, labels=None):
     """The confusion matrix as an annotated heatmap (rows: true class, columns: predicted)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = conf.shape[0]
     labels = labels or [str(i) for i in range(n)]
     fig, ax = plt.subplots(figsize=(6, 5.4), dpi=80)
@@ -72,7 +72,7 @@ def confusion_matrix(conf, path, labels=None):
 
 
 def _digit_grid(images, titles, wrong, path, suptitle, cols=8):
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, int(np.ceil(len(images) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.7), dpi=80)
     for ax in np.ravel(axes):
@@ -113,7 +113,7 @@ def confident_mistakes(images, labels, probs, path, n=16):
 
 def first_layer_weights(w, image_shape, path, n=32):
     """Each first-layer unit's incoming weights as an image tile (blue -, red +)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = min(n, w.shape[1])
     cols = 8
     rows = int(np.ceil(n / cols))
