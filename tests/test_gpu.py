@@ -9,9 +9,10 @@ from engine.backend import probe_cuda, select_backend
 from tests.kernel_cases import REGIMES, SHAPES, TOL, make_labels, make_logits
 
 cupy, GPU_NAME, WHY = probe_cuda()
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(cupy is None, reason=f"no usable GPU: {WHY}")]
-GPU_IMPLS = kernels.implementations("cuda") if cupy is not None else []
+if cupy is None:  # one skip with the reason, not one per parameter combination
+    pytest.skip(f"no usable GPU: {WHY}", allow_module_level=True)
+pytestmark = pytest.mark.gpu
+GPU_IMPLS = kernels.implementations("cuda")
 
 
 @pytest.mark.parametrize("impl", GPU_IMPLS)
