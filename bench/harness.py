@@ -201,7 +201,8 @@ def peak_memory(config, argv):
 
 
 def memory_probe(config, data, devices):
-    """Print the peak resident memory (MiB) one epoch of ``config`` adds to the process.
+    """Print the peak resident memory (MiB) one epoch of ``config`` adds to the process
+    (on CUDA: the device memory its allocator holds after the epoch).
 
     The baseline is taken after importing the libraries this config needs and loading the
     data; the kernel's high-water mark is reset there (Linux ``clear_refs``), so loading
@@ -216,6 +217,16 @@ def memory_probe(config, data, devices):
     base = _status_mib("VmRSS")
     runners, _ = make_runners(data, devices, MODEL, names={config})
     runners[config].train_epoch()
+    if device_of(config) == "cuda":  # device memory: what the allocator holds after an epoch
+        if config.startswith("torch"):
+            import torch
+
+            print(torch.cuda.max_memory_reserved() / 2**20)
+        else:
+            import cupy
+
+            print(cupy.get_default_memory_pool().total_bytes() / 2**20)
+        return
     print(max(_status_mib("VmHWM") - base, 0.0))
 
 
