@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -127,14 +128,18 @@ def _with_twin(fn, impl):
     return run
 
 
+STAGES = ("tests", "kernels", "training", "cnn", "throughput")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir")
     p.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."),
                                                   "gpu_check.json"))
-    p.add_argument("--skip-tests", action="store_true")
+    p.add_argument("--only", nargs="+", choices=STAGES, default=STAGES,
+                   help="run only these stages (default: all)")
     args = p.parse_args(argv)
-    results = {"environment": None, "device": device_info()}
+    results = {"environment": None, "device": device_info(), "errors": {}}
     print(json.dumps(results["device"], indent=1), flush=True)
     cupy, _, why = probe_cuda()
     if cupy is None:
@@ -143,55 +148,86 @@ def main(argv=None):
     backend = select_backend("cuda")
     results["environment"] = environment(backend, {"threads": os.cpu_count()})
     data = load_mnist(args.data_dir, download=False, progress=False)
-    if not args.skip_tests:
-        results["tests"] = run_tests(data.source)
-        print("tests:", results["tests"]["summary"], flush=True)
+    stages = {"tests": lambda: _tests(results, data),
+              "kernels": lambda: _kernels(results, backend),
+              "training": lambda: _training(results, data),
+              "cnn": lambda: _cnn(results, data),
+              "throughput": lambda: results.update(throughput=throughput(data))}
+    for name in args.only:
+        start = time.perf_counter()
+        try:  # one broken stage must not cost the device time of the others
+            stages[name]()
+        except Exception:  # noqa: BLE001 - reported in the results and the output
+            results["errors"][name] = traceback.format_exc()[-3000:]
+            print(f"stage {name} FAILED:\n{results['errors'][name]}", flush=True)
+        print(f"stage {name}: {time.perf_counter() - start:.0f}s", flush=True)
+        write_results(args.json, results)  # what is done survives a later time-out
+    print(render(results))
+    failed = results["errors"] or results.get("tests", {}).get("returncode", 0)
+    return 1 if failed else 0
+
+
+def _tests(results, data):
+    results["tests"] = run_tests(data.source)
+    print("tests:", results["tests"]["summary"], *results["tests"]["failures"], sep="\n",
+          flush=True)
+
+
+def _kernels(results, backend):
     results["kernels"] = kernel_table(backend, repeats=100)
     print(format_kernel_table(results["kernels"]), flush=True)
-    start = time.perf_counter()
+
+
+def _training(results, data):
     runs = [train_run(data, "cuda"), train_run(data, "cuda", mode="reference"),
             train_run(data, "cuda", tf32=True), train_run(data, "cpu")]
     results["training"] = runs
-    results["cnn"] = train_run(data, "cuda", epochs=3, model="cnn")
-    print(f"CNN on CUDA: {results['cnn']['test_accuracy']:.2%} in "
-          f"{results['cnn']['train_seconds']:.1f}s", flush=True)
-    from .harness import cnn_comparison
-
-    results["cnn_vs_torch"] = cnn_comparison(data, ["cuda"])
     gpu, cpu = runs[0], runs[3]
     results["agreement"] = {
         "first_step_loss_rel_diff": abs(gpu["first_step_loss"] - cpu["first_step_loss"])
         / abs(cpu["first_step_loss"]),
         "accuracy_diff_points": 100 * abs(gpu["test_accuracy"] - cpu["test_accuracy"])}
-    print(f"training runs took {time.perf_counter() - start:.0f}s", flush=True)
-    results["throughput"] = throughput(data)
-    write_results(args.json, results)
-    print(render(results))
-    return 0 if results.get("tests", {}).get("returncode", 0) == 0 else 1
+
+
+def _cnn(results, data):
+    from .harness import cnn_comparison
+
+    results["cnn"] = train_run(data, "cuda", epochs=3, model="cnn")
+    print(f"CNN on CUDA: {results['cnn']['test_accuracy']:.2%} in "
+          f"{results['cnn']['train_seconds']:.1f}s", flush=True)
+    results["cnn_vs_torch"] = cnn_comparison(data, ["cuda"])
 
 
 def render(r):
-    lines = ["", "Training runs (default recipe: 784-512-10 relu, Adam, cosine, 10 epochs)",
-             table(r["training"], [("device", "device", "{}"), ("mode", "kernels", "{}"),
-                                   ("tf32", "tf32", "{}"),
-                                   ("test_accuracy", "test acc", "{:.2%}"),
-                                   ("train_seconds", "train s", "{:.2f}"),
-                                   ("seconds_to_98", "to 98% s", "{:.2f}"),
-                                   ("first_step_loss", "first loss", "{:.6f}")]),
-             f"CPU vs GPU: first-step loss rel diff "
-             f"{r['agreement']['first_step_loss_rel_diff']:.2e} (target <= 1e-5), accuracy "
-             f"diff {r['agreement']['accuracy_diff_points']:.2f} points (target <= 0.3)",
-             f"CNN (conv32-pool-conv64-pool-fc128, 3 epochs) on CUDA: "
-             f"{r['cnn']['test_accuracy']:.2%} test accuracy (target >= 99.0%), "
-             f"{r['cnn']['train_seconds']:.1f}s; vs PyTorch: " + ", ".join(
-                 f"{x['config']} {x['epoch_seconds']:.2f}s/epoch"
-                 for x in r["cnn_vs_torch"]),
-             "", f"Throughput on {r['device']['gpu']} (784-128-10 sigmoid, SGD lr 0.1)",
-             table(r["throughput"], [("config", "config", "{}"), ("batch", "batch", "{}"),
-                                     ("samples_per_second", "samples/s", "{:,.0f}"),
-                                     ("epoch_seconds", "epoch s", "{:.4f}"),
-                                     ("spread", "spread", "{:.0%}"),
-                                     ("vs_torch", "vs torch", "{:.2f}x")])]
+    """The summary tables of whatever stages ran, the throughput table last."""
+    lines = []
+    if "training" in r:
+        lines += ["", "Training runs (default recipe: 784-512-10 relu, Adam, cosine, 10 epochs)",
+                  table(r["training"], [("device", "device", "{}"), ("mode", "kernels", "{}"),
+                                        ("tf32", "tf32", "{}"),
+                                        ("test_accuracy", "test acc", "{:.2%}"),
+                                        ("train_seconds", "train s", "{:.2f}"),
+                                        ("seconds_to_98", "to 98% s", "{:.2f}"),
+                                        ("first_step_loss", "first loss", "{:.6f}")]),
+                  f"CPU vs GPU: first-step loss rel diff "
+                  f"{r['agreement']['first_step_loss_rel_diff']:.2e} (target <= 1e-5), "
+                  f"accuracy diff {r['agreement']['accuracy_diff_points']:.2f} points "
+                  "(target <= 0.3)"]
+    if "cnn" in r:
+        lines += [f"CNN (conv32-pool-conv64-pool-fc128, 3 epochs) on CUDA: "
+                  f"{r['cnn']['test_accuracy']:.2%} test accuracy (target >= 99.0%), "
+                  f"{r['cnn']['train_seconds']:.1f}s; vs PyTorch: " + ", ".join(
+                      f"{x['config']} {x['epoch_seconds']:.2f}s/epoch"
+                      for x in r["cnn_vs_torch"])]
+    if "throughput" in r:
+        lines += ["", f"Throughput on {r['device']['gpu']} (784-128-10 sigmoid, SGD lr 0.1)",
+                  table(r["throughput"], [("config", "config", "{}"), ("batch", "batch", "{}"),
+                                          ("samples_per_second", "samples/s", "{:,.0f}"),
+                                          ("epoch_seconds", "epoch s", "{:.4f}"),
+                                          ("spread", "spread", "{:.0%}"),
+                                          ("vs_torch", "vs torch", "{:.2f}x")])]
+    if r["errors"]:
+        lines += ["", "FAILED stages: " + ", ".join(r["errors"])]
     return "\n".join(lines)
 
 
