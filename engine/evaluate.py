@@ -5,7 +5,7 @@ import numpy as np
 from . import checkpoint
 from .backend import select_backend
 from .data import load_mnist, to_pixels
-from .losses import evaluate_logits
+from .losses import summed_loss
 from .metrics import accuracy, confusion_counts, per_class_accuracy
 from .model import from_spec
 
@@ -43,7 +43,7 @@ def evaluate_checkpoint(path, device="auto", data_dir=None, download=True):
     logits_host = predict_logits(model, data.x_test)
     logits = xp.asarray(logits_host)
     labels = xp.asarray(data.y_test)
-    loss_sum, _ = evaluate_logits(logits, labels)
+    loss_sum = summed_loss(logits, labels)
     n_classes = logits.shape[1]
     conf = backend.to_host(confusion_counts(xp, labels, logits.argmax(axis=1), n_classes))
     result = {"checkpoint": str(path), "device": backend.name, "n_samples": int(len(labels)),

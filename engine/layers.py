@@ -33,9 +33,6 @@ class Layer:
         for name, value in grads.items():
             setattr(self, "g" + name, value)
 
-    def out_features(self, n_in):
-        return n_in
-
     def buffer(self, key, shape, dtype):
         """A reusable array for ``key`` and ``shape`` (one per distinct batch shape)."""
         buf = self._buffers.get((key, shape))
@@ -72,9 +69,6 @@ class Linear(Layer):
 
         return {"W": draw_weight(rng, self.n_in, self.n_out, self.init),
                 "b": np.zeros(self.n_out, np.float32)}
-
-    def out_features(self, n_in):
-        return self.n_out
 
     def forward(self, x, train=False):
         self.x = x

@@ -19,7 +19,7 @@ from . import checkpoint
 from .backend import is_out_of_memory, out_of_memory_error
 from .config import TrainConfig  # noqa: F401 - part of this module's API
 from .data import PIXEL_SCALE, to_pixels
-from .losses import SoftmaxCrossEntropy, evaluate_logits
+from .losses import SoftmaxCrossEntropy, summed_loss
 from .metrics import accuracy, confusion_counts
 from .model import build_model, from_spec
 from .optim import Schedule, make_optimizer
@@ -180,8 +180,7 @@ class Trainer:
         preds = xp.empty(n, np.int64)
         for s in range(0, n, chunk):
             logits = self.model.forward(to_pixels(x[s:s + chunk]), train=False)
-            loss, _ = evaluate_logits(logits, y[s:s + chunk])
-            loss_sum += loss
+            loss_sum += summed_loss(logits, y[s:s + chunk])
             preds[s:s + chunk] = logits.argmax(axis=1)
         conf = confusion_counts(xp, y, preds, self.dataset.n_classes)
         return float(loss_sum) / max(n, 1), self.backend.to_host(conf)
