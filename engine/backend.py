@@ -8,14 +8,19 @@ import os
 
 import numpy as np
 
-from kernels._checks import get_array_module
+from kernels._checks import get_array_module, is_cupy_array
 
 __all__ = ["Backend", "BackendError", "DeviceMemoryError", "select_backend", "probe_cuda",
-           "get_array_module", "enable_tf32"]
+           "get_array_module", "enable_tf32", "to_host"]
 
 DEVICES = ("auto", "cpu", "cuda")
 INSTALL_HINT = ('install CuPy for your CUDA version: pip install "xptrain[cuda12]" '
                 '(or "xptrain[cuda13]" for CUDA 13)')
+
+
+def to_host(a):
+    """A NumPy copy of ``a`` (a NumPy or CuPy array); a device sync on CuPy."""
+    return a.get() if is_cupy_array(a) else np.array(a)
 
 
 class BackendError(RuntimeError):
@@ -36,8 +41,8 @@ class Backend:
         return self.xp.asarray(a, dtype=dtype)
 
     def to_host(self, a):
-        """Array on this device -> NumPy array (a device sync on CUDA)."""
-        return a.get() if self.name == "cuda" else np.asarray(a)
+        """Array on this device -> NumPy copy (a device sync on CUDA)."""
+        return to_host(a)
 
     def synchronize(self):
         if self.name == "cuda":

@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import checkpoint
-from .backend import select_backend
+from .backend import select_backend, to_host
 from .data import load_mnist, to_pixels
 from .losses import summed_loss
 from .metrics import accuracy, confusion_counts, per_class_accuracy
@@ -27,7 +27,7 @@ def predict_logits(model, x, chunk=None):
     out = []
     for s in range(0, len(x), chunk):
         logits = model.forward(to_pixels(xp.asarray(x[s:s + chunk])), train=False)
-        out.append(logits.get() if hasattr(logits, "get") else logits.copy())
+        out.append(to_host(logits))  # a copy: the layer reuses its output buffer
     return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
 

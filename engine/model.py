@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 
+from .backend import to_host
 from .init import init_for
 from .layers import ACTIVATIONS, Dropout, Linear
 
@@ -69,7 +70,7 @@ class Sequential:
 
     def state_dict(self):
         """Host (NumPy) copies of every parameter, keyed ``"<layer index>.<name>"``."""
-        flat = self.params.get() if hasattr(self.params, "get") else np.array(self.params)
+        flat = to_host(self.params)
         return {key: flat[s:e].reshape(shape) for key, _, _, shape, s, e in self.slots}
 
     def load_state_dict(self, state):

@@ -12,6 +12,8 @@ import numpy as np
 
 import kernels
 
+from .backend import to_host
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -41,7 +43,7 @@ class Optimizer:
         self._update(self.model.params, self.model.grads, float(lr))
 
     def state_dict(self):
-        host = {k: (v.get() if hasattr(v, "get") else np.array(v)) for k, v in self.state.items()}
+        host = {k: to_host(v) for k, v in self.state.items()}
         return host, {"t": self.t}
 
     def load_state_dict(self, arrays, meta):
