@@ -26,7 +26,7 @@ from engine.train import TrainConfig, Trainer
 
 from . import peers
 from .kernels import format_kernel_table, kernel_table
-from .report import environment, table, write_results
+from .report import add_ratio_to_peer, environment, table, write_results
 from .timing import interleaved, summary
 from .training import EngineRunner
 
@@ -108,17 +108,13 @@ def throughput(data, batches=(128, 1024, 8192), repeats=5):
         if peers.available("torch"):
             runners["torch-eager-cuda"] = peers.TorchRunner(data, "cuda", **model)
         times = interleaved({k: r.train_epoch for k, r in runners.items()}, repeats, warmup=1)
-        torch_rate = None
         for name in runners:
             s = summary(times[name])
-            rate = len(data.y_train) / s["median"]
-            torch_rate = rate if name.startswith("torch") else torch_rate
             rows.append({"config": name, "batch": batch, "epoch_seconds": s["median"],
-                         "spread": s["spread"], "samples_per_second": rate})
-        for row in rows:
-            if row["batch"] == batch and torch_rate:
-                row["vs_torch"] = row["samples_per_second"] / torch_rate
-    return rows
+                         "spread": s["spread"],
+                         "samples_per_second": len(data.y_train) / s["median"]})
+    return add_ratio_to_peer(rows, "samples_per_second", lambda row, r: (
+        r["config"] == "torch-eager-cuda" and r["batch"] == row["batch"]))
 
 
 def _with_twin(fn, impl):

@@ -16,7 +16,7 @@ from engine.backend import probe_cuda, select_backend
 from engine.data import Dataset, load_mnist
 
 from . import peers, training
-from .report import environment, plot_scaling, table, write_results
+from .report import add_ratio_to_peer, environment, plot_scaling, table, write_results
 from .timing import interleaved, set_threads, summary
 
 
@@ -71,11 +71,8 @@ def throughput(runners, backends, n_train, n_test, repeats):
                      "compile_seconds": getattr(runner, "compile_seconds", 0.0),
                      "epoch_matmul_floor": floor, "epoch_over_floor": t["median"] / floor,
                      "test_accuracy": runner.accuracy()})
-    for row in rows:
-        peer = next((r for r in rows if r["config"] == f"torch-eager-{row['device']}"), None)
-        row["vs_torch"] = (row["train_samples_per_second"] / peer["train_samples_per_second"]
-                           if peer else None)
-    return rows
+    return add_ratio_to_peer(rows, "train_samples_per_second",
+                             lambda row, r: r["config"] == f"torch-eager-{row['device']}")
 
 
 def _floor_epoch(backend, n_train, sizes=None, batch=None):
@@ -182,12 +179,8 @@ def cnn_comparison(data, devices, repeats=3, n_samples=6000):
                      "train_samples_per_second": n_samples / s["median"],
                      "epoch_seconds": len(data.y_train) / (n_samples / s["median"]),
                      "spread": s["spread"]})
-    for row in rows:
-        peer = next((r for r in rows if r["config"] == f"torch-eager-cnn-{row['device']}"),
-                    None)
-        row["vs_torch"] = (row["train_samples_per_second"] / peer["train_samples_per_second"]
-                           if peer else None)
-    return rows
+    return add_ratio_to_peer(rows, "train_samples_per_second",
+                             lambda row, r: r["config"] == f"torch-eager-cnn-{row['device']}")
 
 
 def peak_memory(config, argv):

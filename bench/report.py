@@ -34,6 +34,15 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
+def add_ratio_to_peer(rows, rate, is_peer):
+    """Set ``row["vs_torch"]`` = row[rate] / the rate of the row ``is_peer(row, other)`` picks
+    (None where no peer ran)."""
+    for row in rows:
+        peer = next((r for r in rows if is_peer(row, r)), None)
+        row["vs_torch"] = row[rate] / peer[rate] if peer else None
+    return rows
+
+
 def table(rows, columns):
     """A fixed-width text table; ``columns`` is [(key, header, format)]."""
     cells = [[h for _, h, _ in columns]]

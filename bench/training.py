@@ -2,6 +2,8 @@
 
 import numpy as np
 
+import kernels
+
 from engine.data import to_pixels
 from engine.train import TrainConfig, Trainer
 
@@ -36,8 +38,6 @@ class EngineRunner:
         self._step = 0
 
     def set_mode(self):
-        import kernels
-
         kernels.set_mode(self.trainer.config.kernels)
 
     def train_epoch(self):
