@@ -20,13 +20,15 @@ import importlib
 import time
 import warnings
 
+import numpy as np
+
 from . import reference
 from ._checks import check_float, check_labels, check_out, get_array_module, is_cupy_array
 
-__all__ = ["softmax_cross_entropy", "sigmoid_backward", "sgd_update", "adam_update",
-           "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward",
-           "set_mode", "get_mode", "set_fused", "implementations", "active_implementation",
-           "describe", "prepare", "get_array_module"]
+OPS = ("softmax_cross_entropy", "sigmoid_backward", "sgd_update", "adam_update",
+       "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward")
+__all__ = [*OPS, "set_mode", "get_mode", "set_fused", "implementations",
+           "active_implementation", "describe", "prepare", "get_array_module"]
 
 # Fused twin per device. CPU: numba, measured faster than NumPy for every op (README,
 # bench/kernels.py). GPU: numba-cuda until a lent GPU measures the alternatives.
@@ -92,8 +94,7 @@ def describe(device="cpu"):
     prepare(device)
     name = active_implementation(device)
     return {"mode": _state["mode"], "device": device, "implementation": name,
-            "kernels": ["softmax_cross_entropy", "sigmoid_backward", "sgd_update",
-                        "adam_update", "gather_rows"],
+            "kernels": list(OPS),
             "compile_seconds": _state["compile_seconds"].get(name),
             "unavailable": dict(_state["broken"])}
 
@@ -275,15 +276,28 @@ def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
     return out
 
 
+def _windows(h, w, k, stride, pad, what):
+    """(OH, OW) of k x k windows over an h x w image; an error unless at least one fits."""
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if min(k, stride) < 1 or pad < 0 or min(oh, ow) < 1:
+        raise ValueError(f"{what}: k={k}, stride={stride}, pad={pad} do not fit {h}x{w}")
+    return oh, ow
+
+
+def _check_shape(name, a, shape, dtype):
+    """The twins index by these shapes and check no bounds: a mismatch must stop here."""
+    if tuple(a.shape) != tuple(shape) or a.dtype != dtype or not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype)} array of shape "
+                         f"{tuple(shape)}, got {a.dtype} {tuple(a.shape)}")
+
+
 def im2col(x, k, stride, pad, out=None, impl=None):
     """Columns of every k x k window of channels-last ``x`` (N, H, W, C), zero-padded by
     ``pad``: returns (N, OH, OW, k, k, C), ``out`` if given."""
     xp = get_array_module(x, out)
     x = check_float("x", x, ndim=4)
     n, h, w, c = x.shape
-    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    if min(k, stride) < 1 or pad < 0 or min(oh, ow) < 1:
-        raise ValueError(f"im2col: k={k}, stride={stride}, pad={pad} do not fit {h}x{w}")
+    oh, ow = _windows(h, w, k, stride, pad, "im2col")
     shape = (n, oh, ow, k, k, c)
     out = xp.empty(shape, x.dtype) if out is None else check_out("out", out, shape, x.dtype, x)
     _call(_resolve(impl, x), "im2col", x, k, stride, pad, out)
@@ -295,6 +309,11 @@ def col2im(gcols, k, stride, pad, out):
     (N, H, W, C), which is overwritten."""
     get_array_module(gcols, out)
     gcols = check_float("gcols", gcols, ndim=6)
+    if out.ndim != 4:
+        raise ValueError(f"out must be 4-D (N, H, W, C), got shape {tuple(out.shape)}")
+    n, h, w, c = out.shape
+    _check_shape("gcols", gcols, (n, *_windows(h, w, k, stride, pad, "col2im"), k, k, c),
+                 gcols.dtype)
     check_out("out", out, out.shape, gcols.dtype, gcols)
     _call(_resolve(None, gcols), "col2im", gcols, k, stride, pad, out)
     return out
@@ -307,6 +326,10 @@ def maxpool_forward(x, k, stride, y, arg):
     x = check_float("x", x, ndim=4)
     if k * k > 255:
         raise ValueError(f"max pool window {k}x{k} is too large (at most 15x15)")
+    n, h, w, c = x.shape
+    shape = (n, *_windows(h, w, k, stride, 0, "max pool"), c)
+    _check_shape("y", y, shape, x.dtype)
+    _check_shape("arg", arg, shape, np.uint8)
     _call(_resolve(None, x), "maxpool_forward", x, k, stride, y, arg)
     return y
 
@@ -315,5 +338,10 @@ def maxpool_backward(gy, arg, k, stride, gx):
     """Route ``gy`` (N, OH, OW, C) to each window's maximum in ``gx`` (N, H, W, C)."""
     get_array_module(gy, arg, gx)
     gy = check_float("gy", gy, ndim=4)
+    if gx.ndim != 4:
+        raise ValueError(f"gx must be 4-D (N, H, W, C), got shape {tuple(gx.shape)}")
+    n, h, w, c = gx.shape
+    _check_shape("gy", gy, (n, *_windows(h, w, k, stride, 0, "max pool"), c), gx.dtype)
+    _check_shape("arg", arg, gy.shape, np.uint8)
     _call(_resolve(None, gy), "maxpool_backward", gy, arg, k, stride, gx)
     return gx

@@ -319,3 +319,21 @@ def test_maxpool_twins(impl, shape, k, stride):
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
     assert outs[0][1][0, 0, 0, 0] == 0
+
+
+def test_window_kernels_refuse_inconsistent_shapes():
+    """The Numba twins index by these shapes without bounds checks: the wrappers must stop
+    a mismatch before it becomes an out-of-bounds access."""
+    x = np.zeros((2, 6, 6, 4), np.float32)
+    y, arg = np.zeros((2, 3, 3, 4), np.float32), np.zeros((2, 3, 3, 4), np.uint8)
+    with pytest.raises(ValueError, match=r"y must be .* shape \(2, 3, 3, 4\), got float32 "
+                                         r"\(2, 4, 3, 4\)"):
+        kernels.maxpool_forward(x, 2, 2, np.zeros((2, 4, 3, 4), np.float32), arg)
+    with pytest.raises(ValueError, match="arg must be a C-contiguous uint8"):
+        kernels.maxpool_forward(x, 2, 2, y, np.zeros((2, 3, 3, 4), np.int64))
+    with pytest.raises(ValueError, match=r"gy must be .* shape \(2, 3, 3, 4\)"):
+        kernels.maxpool_backward(np.zeros((2, 5, 5, 4), np.float32), arg, 2, 2, x)
+    with pytest.raises(ValueError, match=r"gcols must be .* shape \(2, 6, 6, 3, 3, 4\)"):
+        kernels.col2im(np.zeros((2, 7, 6, 3, 3, 4), np.float32), 3, 1, 1, x)
+    with pytest.raises(ValueError, match="max pool: k=7, stride=7, pad=0 do not fit 6x6"):
+        kernels.maxpool_forward(x, 7, 7, y, arg)
