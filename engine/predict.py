@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, read_idx
+from .data import DataError, read_idx, to_pixels
 from .plots import softmax
 
 IDX_MAGIC = b"\x00\x00"
@@ -70,7 +70,8 @@ def load_inputs(path, image_shape=(28, 28)):
     """A file -> (names, images (N, H, W) float32 in [0, 1]). IDX or PNG/JPEG by content."""
     path = Path(path)
     try:
-        head = path.read_bytes()[:4]
+        with open(path, "rb") as f:
+            head = f.read(4)  # sniff the format without reading the file twice
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if head[:2] == IDX_MAGIC or head[:2] == b"\x1f\x8b":
@@ -83,9 +84,7 @@ def load_inputs(path, image_shape=(28, 28)):
         if array.ndim != 3 or tuple(array.shape[1:]) != tuple(image_shape):
             raise ImageError(f"{path}: IDX images must be (N, {image_shape[0]}, "
                              f"{image_shape[1]}), got {array.shape}")
-        scale = 255.0 if array.dtype == np.uint8 else 1.0
-        return ([f"{path}[{i}]" for i in range(len(array))],
-                array.astype(np.float32) / np.float32(scale))
+        return [f"{path}[{i}]" for i in range(len(array))], to_pixels(array)
     return [str(path)], load_image(path, image_shape[0])[None]
 
 
