@@ -12,6 +12,13 @@ def confusion_counts(xp, y_true, y_pred, n_classes):
     return xp.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
+def softmax(logits):
+    """Row-wise softmax of host logits (max-subtracted)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def accuracy(confusion):
     total = confusion.sum()
     return float(np.trace(confusion) / total) if total else float("nan")

@@ -129,17 +129,11 @@ def first_layer_weights(w, image_shape, path, n=32):
     return _save(fig, path)
 
 
-def softmax(logits):
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def write_all(out_dir, history, model_state, data, logits):
     """Every picture of a finished run into ``out_dir``; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from .metrics import confusion_counts
+    from .metrics import confusion_counts, softmax
 
     probs = softmax(logits.astype(np.float64))
     labels = data.y_test

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, read_idx, to_pixels
-from .plots import softmax
+from .metrics import softmax
 
 IDX_MAGIC = b"\x00\x00"
 
