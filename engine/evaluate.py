@@ -6,7 +6,7 @@ from . import checkpoint
 from .backend import select_backend, to_host
 from .data import load_mnist, to_pixels
 from .losses import summed_loss
-from .metrics import accuracy, confusion_counts, per_class_accuracy
+from .metrics import accuracy, confusion_counts, per_class_accuracy, softmax
 from .model import from_spec
 
 
@@ -72,8 +72,6 @@ BANDS = (("> 99%", 0.99, 1.01), ("90-99%", 0.90, 0.99), ("< 90%", 0.0, 0.90))
 
 def confidence_bands(logits, labels):
     """Share of predictions per confidence band and the accuracy inside each band."""
-    from .metrics import softmax
-
     probs = softmax(np.asarray(logits, np.float64))
     conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
     rows = []
