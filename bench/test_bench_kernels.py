@@ -21,14 +21,18 @@ def _run(benchmark, backend, fn):
 @pytest.mark.parametrize("which", IMPLS)
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("kernel", ["softmax_cross_entropy (Bx10)", "sigmoid_backward (Bx128)",
-                                    "gather_rows (Bx784 uint8)"])
+                                    "sigmoid_backward + bias grad", "bias + sigmoid (Bx128)",
+                                    "bias + relu (Bx128)", "gather_rows (Bx784 uint8)"])
 def test_kernel(benchmark, backend, kernel, batch, which):
     import numpy as np
 
     impl = _impl(backend, which)
-    case = _cases(backend.xp, batch, np.random.default_rng(0))[kernel]
+    fn, restore = _cases(backend.xp, batch, np.random.default_rng(0))[kernel]
     benchmark.group = f"{kernel} batch {batch}"
-    _run(benchmark, backend, lambda: case(impl))
+    if restore is None:
+        _run(benchmark, backend, lambda: fn(impl))
+    else:  # in-place kernels: the input is copied back first (timed too, alike for both)
+        _run(benchmark, backend, lambda: (restore(), fn(impl)))
 
 
 @pytest.mark.parametrize("which", IMPLS)
@@ -37,6 +41,6 @@ def test_update(benchmark, backend, kernel, which):
     import numpy as np
 
     impl = _impl(backend, which)
-    case = _update_cases(backend.xp, np.random.default_rng(0))[kernel]
+    fn, _ = _update_cases(backend.xp, np.random.default_rng(0))[kernel]
     benchmark.group = kernel
-    _run(benchmark, backend, lambda: case(impl))
+    _run(benchmark, backend, lambda: fn(impl))

@@ -82,14 +82,14 @@ class Conv2D(Layer):
         self.cols, self.x_shape = cols.reshape(n * oh * ow, -1), x.shape
         y = self.xp.matmul(self.cols, self.W, out=self.buffer("y", (n * oh * ow, self.c_out),
                                                                x.dtype))
-        y += self.b
+        self.add_bias(y)
         return y.reshape(n, oh, ow, self.c_out)
 
     def backward(self, gy, need_gx=True):
         n, oh, ow, _ = gy.shape
         g2 = gy.reshape(n * oh * ow, self.c_out)
         self.xp.matmul(self.cols.T, g2, out=self.gW)
-        self.column_sum(g2, self.gb)
+        self.sum_bias_grad(g2)
         if not need_gx:
             return None
         gcols = self.xp.matmul(g2, self.W.T, out=self.buffer("gcols", self.cols.shape,

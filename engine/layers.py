@@ -14,6 +14,8 @@ from .init import draw_weight
 class Layer:
     """Base: no parameters, identity shape."""
 
+    bias_deferred = False  # True: the activation after this layer adds b and sums its gradient
+
     def __init__(self):
         self.xp = None
         self._buffers = {}
@@ -53,6 +55,16 @@ class Layer:
             ones = self._buffers[key] = self.xp.ones(g.shape[0], g.dtype)
         return self.xp.matmul(ones, g, out=out)
 
+    def add_bias(self, y):
+        """y += b over the last axis, unless the next layer fuses it into its activation."""
+        if not self.bias_deferred:
+            y += self.b
+
+    def sum_bias_grad(self, g2):
+        """gb = column sums of 2-D ``g2``, unless the activation after this layer did it."""
+        if not self.bias_deferred:
+            self.column_sum(g2, self.gb)
+
 
 class Linear(Layer):
     """y = x @ W + b with W (n_in, n_out), b (n_out,)."""
@@ -73,12 +85,12 @@ class Linear(Layer):
     def forward(self, x, train=False):
         self.x = x
         y = self.xp.matmul(x, self.W, out=self.buffer("y", (x.shape[0], self.n_out), x.dtype))
-        y += self.b
+        self.add_bias(y)
         return y
 
     def backward(self, gy, need_gx=True):
         self.xp.matmul(self.x.T, gy, out=self.gW)
-        self.column_sum(gy, self.gb)
+        self.sum_bias_grad(gy)
         if need_gx:
             return self.xp.matmul(gy, self.W.T,
                                   out=self.buffer("gx", (gy.shape[0], self.n_in), gy.dtype))
@@ -88,42 +100,46 @@ class Linear(Layer):
         return {"type": "Linear", "n_in": self.n_in, "n_out": self.n_out, "init": self.init}
 
 
-class Sigmoid(Layer):
-    """y = 1 / (1 + exp(-x)), computed as 0.5 * tanh(0.5 x) + 0.5 (no overflow), in place."""
+class Activation(Layer):
+    """An elementwise activation, in place, by name: one fused kernel each way
+    (:func:`kernels.bias_activation`, :func:`kernels.activation_backward`).
+
+    Placed right after a layer with a bias (Linear, Conv2D), it takes that bias over
+    (:meth:`take_bias`): forward computes act(x + b) and backward sums the bias gradient in
+    the same pass, instead of one more pass over the activations each way.
+    """
+
+    kind = None
+
+    def __init__(self):
+        super().__init__()
+        self.bias = self.gbias = None
+
+    def take_bias(self, layer):
+        self.bias, self.gbias = layer.b, layer.gb
+        layer.bias_deferred = True
 
     def forward(self, x, train=False):
-        half = x.dtype.type(0.5)
-        x *= half
-        self.xp.tanh(x, out=x)
-        x *= half
-        x += half
-        self.y = x
-        return x
+        self.y = kernels.bias_activation(x, self.bias, self.kind)
+        return self.y
 
     def backward(self, gy, need_gx=True):
-        # The one place sigmoid's derivative lives: the fused kernel or its reference.
-        return kernels.sigmoid_backward(gy, self.y, out=gy)
+        # The one place the derivatives live: the fused kernel or its reference.
+        return kernels.activation_backward(gy, self.y, self.kind, out=gy, bias_grad=self.gbias)
 
 
-class ReLU(Layer):
-    def forward(self, x, train=False):
-        self.xp.maximum(x, x.dtype.type(0), out=x)
-        self.y = x
-        return x
+class Sigmoid(Activation):
+    """y = 1 / (1 + exp(-x))."""
 
-    def backward(self, gy, need_gx=True):
-        gy *= self.y > 0
-        return gy
+    kind = "sigmoid"
 
 
-class Tanh(Layer):
-    def forward(self, x, train=False):
-        self.y = self.xp.tanh(x, out=x)
-        return x
+class ReLU(Activation):
+    kind = "relu"
 
-    def backward(self, gy, need_gx=True):
-        gy *= gy.dtype.type(1) - self.y * self.y
-        return gy
+
+class Tanh(Activation):
+    kind = "tanh"
 
 
 class Dropout(Layer):

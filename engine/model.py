@@ -11,7 +11,7 @@ import numpy as np
 
 from .backend import to_host
 from .init import init_for
-from .layers import ACTIVATIONS, Dropout, Linear
+from .layers import ACTIVATIONS, Activation, Dropout, Linear
 
 DTYPE = np.float32
 
@@ -42,6 +42,9 @@ class Sequential:
             views[i][1][name] = self.grads[start:stop].reshape(shape)
         for layer, (p, g) in zip(self.layers, views):
             layer.bind(self.xp, p, g)
+        for before, layer in zip(self.layers, self.layers[1:]):
+            if isinstance(layer, Activation) and hasattr(before, "gb"):
+                layer.take_bias(before)  # one fused pass each way instead of two
 
     def _draw(self, seed):
         rng = np.random.default_rng(seed)

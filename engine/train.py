@@ -138,6 +138,7 @@ class Trainer:
         samples trained)."""
         xp, bs = self.xp, self.config.batch_size
         perm = self._prepare_epoch(epoch)
+        labels = xp.take(self.y_train, perm)  # once per epoch, not a gather per step
         self._skip_dropout_draws(self.step_in_epoch)
         loss_sum = xp.zeros((), np.float64)
         first = self.step_in_epoch
@@ -147,7 +148,8 @@ class Trainer:
             if self._stop_requested:
                 self._interrupt(epoch, s, loss_sum)
             idx = perm[s * bs:(s + 1) * bs]
-            loss = self.step(idx, self.schedule(epoch * self.steps_per_epoch + s))
+            loss = self.step(idx, self.schedule(epoch * self.steps_per_epoch + s),
+                             labels[s * bs:(s + 1) * bs])
             loss_sum += loss * np.float32(idx.shape[0])
             if bar is not None:
                 bar.update(1)
@@ -157,11 +159,14 @@ class Trainer:
         self.step_in_epoch, self.partial_loss = 0, 0.0
         return total / self.n_train, seconds, samples
 
-    def step(self, idx, lr):
-        """One training step on the rows ``idx`` (a device array); returns the 0-d loss."""
+    def step(self, idx, lr, labels=None):
+        """One training step on the rows ``idx`` (a device array) whose labels are
+        ``labels`` (looked up when not given); returns the 0-d loss."""
         xb = kernels.gather_rows(self.x_train, idx, PIXEL_SCALE, out=self._batch(idx))
         logits = self.model.forward(xb, train=True)
-        loss, gy = self.loss_fn(logits, self.xp.take(self.y_train, idx))
+        if labels is None:
+            labels = self.xp.take(self.y_train, idx)
+        loss, gy = self.loss_fn(logits, labels)
         self.model.backward(gy)
         self.optimizer.step(lr)
         return loss

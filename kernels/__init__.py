@@ -3,7 +3,9 @@
 Public ops (NumPy or CuPy in, the same kind out; a mix is a ``TypeError``)::
 
     loss, dlogits = softmax_cross_entropy(logits, labels)
-    gx = sigmoid_backward(gy, y)
+    gx = sigmoid_backward(gy, y)                     # = activation_backward(gy, y, "sigmoid")
+    bias_activation(x, b, "relu")                  # x = act(x + b) in place
+    gx = activation_backward(gy, y, "tanh", bias_grad=gb)   # and gb = gx summed over rows
     sgd_update(...), adam_update(...)      # optimizer steps over one flat buffer, in place
     gather_rows(x, idx, scale, out)        # batch gather + uint8 -> float conversion
 
@@ -23,12 +25,14 @@ import warnings
 import numpy as np
 
 from . import reference
-from ._checks import check_float, check_labels, check_out, get_array_module, is_cupy_array
+from ._checks import (FLOAT_DTYPES, check_float, check_labels, check_out, get_array_module,
+                      is_cupy_array)
 
-OPS = ("softmax_cross_entropy", "sigmoid_backward", "sgd_update", "adam_update",
-       "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward")
-__all__ = [*OPS, "set_mode", "get_mode", "set_fused", "implementations",
-           "active_implementation", "describe", "prepare", "get_array_module"]
+OPS = ("softmax_cross_entropy", "bias_activation", "activation_backward", "sgd_update",
+       "adam_update", "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward")
+ACTIVATIONS = ("sigmoid", "relu", "tanh")
+__all__ = [*OPS, "sigmoid_backward", "ACTIVATIONS", "set_mode", "get_mode", "set_fused",
+           "implementations", "active_implementation", "describe", "prepare", "get_array_module"]
 
 # Fused twin per device. CPU: numba, measured faster than NumPy for every op (README,
 # bench/kernels.py). GPU: numba-cuda until a lent GPU measures the alternatives.
@@ -186,29 +190,87 @@ def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, ch
     row_loss = check_out("row_loss", row_loss, (n,), logits.dtype, logits)
     gx = xp.empty_like(logits) if out is None else out
     rows = xp.empty(n, logits.dtype) if row_loss is None else row_loss
-    _call(_resolve(impl, logits), "softmax_cross_entropy_rows", logits, labels, rows, gx)
-    # One reduction call for every twin, so their losses differ by rounding only.
+    dtype = logits.dtype.type
+    total = _call(_resolve(impl, logits), "softmax_cross_entropy_rows", logits, labels, rows, gx)
+    if total is not None:  # the twin summed the rows itself (the CPU twins, in float64)
+        return xp.asarray(dtype(total / max(n, 1))), gx
     loss = rows.sum(keepdims=True).reshape(())
-    loss *= logits.dtype.type(1.0 / max(n, 1))  # in place: stays a 0-d array
+    loss *= dtype(1.0 / max(n, 1))  # in place: stays a 0-d array
     return loss, gx
 
 
-def sigmoid_backward(gy, y, out=None, impl=None):
+def _rows_by_features(name, a):
+    """``a`` viewed as 2-D (rows, last axis); it must be C-contiguous (written in place)."""
+    if check_float(name, a) is not a or a.ndim == 0:
+        raise ValueError(f"{name} must be a C-contiguous array of at least 1 dimension "
+                         f"(it is written in place), got shape {tuple(a.shape)}")
+    return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+
+
+def _check_activation(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                         f"got {activation!r}")
+
+
+def bias_activation(x, b, activation, impl=None):
+    """``x = act(x + b)`` in place, one pass; ``b`` (F,) over x's last axis, or None.
+
+    ``activation``: "sigmoid", "relu" or "tanh". Returns ``x``.
+    """
+    get_array_module(x, b)
+    _check_activation(activation)
+    x2 = _rows_by_features("x", x)
+    if b is not None:
+        _check_shape("b", b, (x2.shape[1],), x2.dtype)
+    _call(_resolve(impl, x), "bias_activation", x2, b, activation)
+    return x
+
+
+def activation_backward(gy, y, activation, out=None, bias_grad=None, impl=None):
+    """``gx = gy * act'(x)`` from the forward output ``y`` (sigmoid: ``y (1 - y)``; relu:
+    ``y > 0``; tanh: ``1 - y^2``); ``bias_grad`` (F,), if given, gets ``gx`` summed over every
+    axis but the last, in the same pass. ``out`` may be ``gy`` (in place); the inputs are
+    otherwise never modified.
+    """
+    if _in_place_2d(gy, y, out, bias_grad) and activation in ACTIVATIONS:
+        _call(_resolve(impl, y), "activation_backward", gy, y, activation, bias_grad)
+        return gy  # the training step's call, checked in a few attribute reads
+    get_array_module(gy, y, out, bias_grad)
+    _check_activation(activation)
+    y = check_float("y", y)
+    gy = check_float("gy", gy)
+    if gy.shape != y.shape or gy.dtype != y.dtype or y.ndim == 0:
+        raise ValueError(f"gy must match y (at least 1-D): got {tuple(gy.shape)} {gy.dtype} "
+                         f"and {tuple(y.shape)} {y.dtype}")
+    if out is not gy:
+        out = check_out("out", out, y.shape, y.dtype, y)
+        out = get_array_module(y).empty_like(y) if out is None else out
+        out[...] = gy
+    g2 = out.reshape(-1, y.shape[-1])
+    if bias_grad is not None:
+        _check_shape("bias_grad", bias_grad, (g2.shape[1],), y.dtype)
+    _call(_resolve(impl, y), "activation_backward", g2, y.reshape(g2.shape), activation,
+          bias_grad)
+    return out
+
+
+def _in_place_2d(gy, y, out, gb):
+    """True for the common valid call: NumPy, in place, 2-D, C-contiguous, one float dtype."""
+    return (out is gy and type(gy) is np.ndarray and type(y) is np.ndarray
+            and gy.ndim == 2 and gy.shape == y.shape and gy.dtype is y.dtype
+            and y.dtype in FLOAT_DTYPES and gy.flags.c_contiguous and y.flags.c_contiguous
+            and (gb is None or (type(gb) is np.ndarray and gb.dtype is y.dtype
+                                and gb.shape == (y.shape[1],) and gb.flags.c_contiguous)))
+
+
+def sigmoid_backward(gy, y, out=None, bias_grad=None, impl=None):
     """gx = gy * y * (1 - y), with ``y`` the sigmoid's output; same shape and dtype as ``y``.
 
     ``out`` is an optional buffer written in place (it may be ``gy``); inputs are otherwise
-    never modified.
+    never modified. ``bias_grad``: see :func:`activation_backward`.
     """
-    get_array_module(gy, y, out)
-    y = check_float("y", y)
-    gy = check_float("gy", gy)
-    if gy.shape != y.shape or gy.dtype != y.dtype:
-        raise ValueError(f"gy must match y: got {tuple(gy.shape)} {gy.dtype} "
-                         f"and {tuple(y.shape)} {y.dtype}")
-    out = check_out("out", out, y.shape, y.dtype, y)
-    gx = get_array_module(y).empty_like(y) if out is None else out
-    _call(_resolve(impl, y), "sigmoid_backward", gy, y, gx)
-    return gx
+    return activation_backward(gy, y, "sigmoid", out, bias_grad, impl)
 
 
 def _flat_buffers(names, arrays):

@@ -64,10 +64,41 @@ def _build():
             gx[i, k] -= inv_n
 
     @cuda.jit
-    def sigmoid_bwd(gy, y, gx, one):
+    def bias_act(x, b, kind, one):
+        # kind: 0 sigmoid, 1 relu, 2 tanh; b has x's column count, or 0 entries for no bias
+        start, stride = cuda.grid(1), cuda.gridsize(1)
+        f = x.shape[1]
+        for k in range(start, x.size, stride):
+            r, j = k // f, k % f
+            z = x[r, j] + b[j] if b.size else x[r, j]
+            if kind == 0:
+                e = math.exp(-abs(z))
+                x[r, j] = (one if z >= 0 else e) / (one + e)
+            elif kind == 1:
+                x[r, j] = z - z if z <= 0 else z  # z - z: a zero of z's type; NaN stays NaN
+            else:
+                x[r, j] = math.tanh(z)
+
+    @cuda.jit
+    def act_bwd(g, y, kind, one):
         start, stride = cuda.grid(1), cuda.gridsize(1)
         for i in range(start, y.size, stride):
-            gx[i] = gy[i] * y[i] * (one - y[i])
+            if kind == 0:
+                g[i] = g[i] * (y[i] * (one - y[i]))
+            elif kind == 1:
+                g[i] = g[i] * (one if y[i] > 0 else one - one)
+            else:
+                g[i] = g[i] * (one - y[i] * y[i])
+
+    @cuda.jit
+    def column_sum(g, out):
+        # one thread per column; neighbouring threads read neighbouring addresses
+        j = cuda.grid(1)
+        if j < g.shape[1]:
+            s = g[0, j] - g[0, j]
+            for i in range(g.shape[0]):
+                s += g[i, j]
+            out[j] = s
 
     @cuda.jit
     def sgd(p, g, v, lr, momentum, nesterov, wd, n_decay):
@@ -107,8 +138,8 @@ def _build():
             else:
                 out[r, j] = x[row, j] * scale
 
-    _kernels.update(softmax_ce=softmax_ce_fwd_bwd, sigmoid_bwd=sigmoid_bwd, sgd=sgd, adam=adam,
-                    gather=gather, cuda=cuda)
+    _kernels.update(softmax_ce=softmax_ce_fwd_bwd, bias_act=bias_act, act_bwd=act_bwd,
+                    column_sum=column_sum, sgd=sgd, adam=adam, gather=gather, cuda=cuda)
     return _kernels
 
 
@@ -147,11 +178,32 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     _build()["softmax_ce"][blocks, threads, stream](*_device_args(x, t, row_loss, gx), inv_n)
 
 
-def sigmoid_backward(gy, y, gx):
-    """Same contract as :func:`kernels.reference.sigmoid_backward` (grid-stride loop)."""
-    blocks, threads, stream = _launch_config(min(y.size, 65536 * THREADS))
-    flat = (gy.reshape(-1), y.reshape(-1), gx.reshape(-1))
-    _build()["sigmoid_bwd"][blocks, threads, stream](*_device_args(*flat), y.dtype.type(1))
+_KIND = {"sigmoid": 0, "relu": 1, "tanh": 2}
+
+
+def bias_activation(x, b, kind):
+    """Same contract as :func:`kernels.reference.bias_activation` (grid-stride loop)."""
+    if not x.size:
+        return
+    blocks, threads, stream = _launch_config(min(x.size, 65536 * THREADS))
+    b = x[0, :0] if b is None else b
+    _build()["bias_act"][blocks, threads, stream](*_device_args(x, b), np.int32(_KIND[kind]),
+                                                  x.dtype.type(1))
+
+
+def activation_backward(g, y, kind, gb):
+    """Same contract as :func:`kernels.reference.activation_backward`: one launch, and one
+    more (a thread per column) for the bias gradient."""
+    if not g.size:
+        if gb is not None:
+            gb[...] = 0
+        return
+    blocks, threads, stream = _launch_config(min(g.size, 65536 * THREADS))
+    flat = _device_args(g.reshape(-1), y.reshape(-1))
+    _build()["act_bwd"][blocks, threads, stream](*flat, np.int32(_KIND[kind]), y.dtype.type(1))
+    if gb is not None:
+        blocks, threads, stream = _launch_config(g.shape[1])
+        _build()["column_sum"][blocks, threads, stream](*_device_args(g, gb))
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):

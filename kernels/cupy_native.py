@@ -71,10 +71,28 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
            (x, t, row_loss, gx, np.int64(n), np.int32(c), x.dtype.type(1.0 / n)))
 
 
-def sigmoid_backward(gy, y, gx):
-    """Same contract as :func:`kernels.reference.sigmoid_backward`."""
-    k = _elementwise("xptrain_sigmoid_bwd", "T gy, T y", "T gx", "gx = gy * (y * (1 - y))")
-    k(gy, y, gx)
+# Activation formulas over z = x + b (forward) and y = the forward output (backward).
+_FWD = {"sigmoid": "T e = exp(-fabs(z)); x = (z >= 0 ? (T)1 : e) / ((T)1 + e)",
+        "relu": "x = z <= 0 ? (T)0 : z", "tanh": "x = tanh(z)"}
+_BWD = {"sigmoid": "g = g * (y * ((T)1 - y))", "relu": "g = g * (y > 0 ? (T)1 : (T)0)",
+        "tanh": "g = g * ((T)1 - y * y)"}
+
+
+def bias_activation(x, b, kind):
+    """Same contract as :func:`kernels.reference.bias_activation`: one launch."""
+    if b is None:
+        k = _elementwise(f"xptrain_{kind}_fwd", "", "T x", f"T z = x; {_FWD[kind]}")
+        k(x)
+    else:
+        k = _elementwise(f"xptrain_bias_{kind}_fwd", "T b", "T x", f"T z = x + b; {_FWD[kind]}")
+        k(b, x)
+
+
+def activation_backward(g, y, kind, gb):
+    """Same contract as :func:`kernels.reference.activation_backward`."""
+    _elementwise(f"xptrain_{kind}_bwd", "T y", "T g", _BWD[kind])(y, g)
+    if gb is not None:
+        g.sum(axis=0, out=gb)
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):

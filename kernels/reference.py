@@ -30,11 +30,36 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     gx *= x.dtype.type(1.0 / max(n, 1))
 
 
-def sigmoid_backward(gy, y, gx):
-    """gx = gy * y * (1 - y), with y the sigmoid's forward output (any shape)."""
+def bias_activation(x, b, kind):
+    """x = act(x + b) in place, x (R, F) C-contiguous, b (F,) or None; act by name:
+    sigmoid (as 0.5 tanh(x/2) + 0.5: no overflow), relu, tanh."""
+    xp = get_array_module(x)
+    if b is not None:
+        x += b
+    if kind == "sigmoid":
+        half = x.dtype.type(0.5)
+        x *= half
+        xp.tanh(x, out=x)
+        x *= half
+        x += half
+    elif kind == "relu":
+        xp.maximum(x, x.dtype.type(0), out=x)
+    else:
+        xp.tanh(x, out=x)
+
+
+def activation_backward(g, y, kind, gb):
+    """g *= act'(x), written from the forward output y (sigmoid: y (1 - y); relu: y > 0;
+    tanh: 1 - y^2), in place; gb (F,) or None gets g summed over rows."""
     one = y.dtype.type(1)
-    xp = get_array_module(y)
-    xp.multiply(gy, y * (one - y), out=gx)  # y * (1 - y) first: the same rounding as the twins
+    if kind == "sigmoid":
+        g *= y * (one - y)
+    elif kind == "relu":
+        g *= y > 0
+    else:
+        g *= one - y * y
+    if gb is not None:
+        g.sum(axis=0, out=gb)
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):

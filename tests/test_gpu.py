@@ -64,6 +64,29 @@ def test_other_kernels_on_cupy(impl, dtype):
     assert np.isnan(out[[2, 3]]).all()
 
 
+@pytest.mark.parametrize("impl", GPU_IMPLS)
+@pytest.mark.parametrize("kind", kernels.ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (129, 65), (2, 7, 5, 33)])
+def test_activation_kernels_on_cupy(impl, kind, dtype, shape):
+    rng = np.random.default_rng()
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x.reshape(-1)[0] = np.nan
+    b = rng.standard_normal(shape[-1]).astype(dtype)
+    y_ref = kernels.bias_activation(x.copy(), b, kind, impl="reference")
+    y = kernels.bias_activation(cupy.asarray(x), cupy.asarray(b), kind, impl=impl)
+    tol = dict(rtol=4e-6, atol=2e-7) if dtype == np.float32 else TOL[dtype]
+    np.testing.assert_allclose(y.get(), y_ref, **tol)
+    gy = rng.standard_normal(shape).astype(dtype)
+    gb_ref, gb = np.empty(shape[-1], dtype), cupy.empty(shape[-1], dtype)
+    g_ref = kernels.activation_backward(gy, y_ref, kind, bias_grad=gb_ref, impl="reference")
+    g = kernels.activation_backward(cupy.asarray(gy), cupy.asarray(y_ref), kind, bias_grad=gb,
+                                    impl=impl)
+    np.testing.assert_allclose(g.get(), g_ref, **TOL[dtype])
+    np.testing.assert_allclose(gb.get(), gb_ref, rtol=TOL[dtype]["rtol"] * 10,
+                               atol=TOL[dtype]["atol"] * 100)
+
+
 def test_numpy_input_to_gpu_twin_is_refused():
     with pytest.raises(TypeError):
         kernels.sigmoid_backward(np.zeros(3), np.zeros(3), impl="numba-cuda")

@@ -86,6 +86,95 @@ def test_sigmoid_backward_matrix(impl, dtype, shape, layout):
     assert gx.reshape(-1)[0] == 0
 
 
+def _activation_oracle(kind, z):
+    """act(z) and act'(z) in float64 from their textbook formulas (not the reference)."""
+    z = z.astype(np.float64)
+    with np.errstate(over="ignore"):
+        if kind == "sigmoid":
+            y = 1 / (1 + np.exp(-z))
+            return y, y * (1 - y)
+        if kind == "relu":
+            return np.maximum(z, 0), (z > 0).astype(np.float64)
+    y = np.tanh(z)
+    return y, 1 - y * y
+
+
+def _activation_input(shape, dtype, regime, seed):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(shape) * 4
+    if regime == "huge":
+        z = rng.choice([-1e4, -90.0, 90.0, 1e4], size=shape) + rng.standard_normal(shape)
+    elif regime == "tiny":  # tanh's series branch and the cancellation around it
+        z = rng.choice([-1, 1], size=shape) * 10.0 ** rng.uniform(-8, 0, shape)
+    elif regime == "nan":
+        z.reshape(-1)[z.size // 2] = np.nan
+    return z.astype(dtype)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("kind", kernels.ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (129, 65), (2, 5, 4, 6)])
+@pytest.mark.parametrize("regime", ["normal", "huge", "tiny", "nan"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bias_activation_matrix(impl, kind, dtype, shape, regime, with_bias):
+    seed = abs(hash((impl, kind, str(dtype), shape, regime, with_bias))) % 2**32
+    x = _activation_input(shape, dtype, regime, seed)
+    b = (np.random.default_rng(seed + 1).standard_normal(shape[-1]).astype(dtype)
+         if with_bias else None)
+    z = x.astype(np.float64) + (0 if b is None else b)
+    expected, deriv = _activation_oracle(kind, z)
+    y = x.copy()
+    assert kernels.bias_activation(y, b, kind, impl=impl) is y
+    assert y.dtype == dtype
+    # A few ulp relative, or of 1 absolute (the reference's 0.5 tanh(x/2) + 0.5 rounds at 0.5)
+    tol = dict(rtol=4e-6, atol=2e-7) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(y, expected, **tol)
+    assert np.isnan(y).sum() == np.isnan(z).sum()  # a NaN stays where it was, alone
+
+    gy = np.random.default_rng(seed + 2).standard_normal(shape).astype(dtype)
+    gb = np.full(shape[-1], np.nan, dtype)
+    before = gy.copy()
+    gx = kernels.activation_backward(gy, y, kind, bias_grad=gb, impl=impl)
+    np.testing.assert_array_equal(gy, before)  # out-of-place leaves gy alone
+    y64 = y.astype(np.float64)
+    d = {"sigmoid": y64 * (1 - y64), "relu": (y64 > 0) * 1.0, "tanh": 1 - y64**2}[kind]
+    np.testing.assert_allclose(gx, gy * d, **TOL[dtype])
+    sums = (gy * d).reshape(-1, shape[-1]).sum(axis=0)
+    np.testing.assert_allclose(gb, sums, rtol=TOL[dtype]["rtol"] * 10,
+                               atol=TOL[dtype]["atol"] * shape[0] * 10)
+    if regime != "nan":  # the derivative from y matches the derivative from z
+        np.testing.assert_allclose(d, deriv, rtol=1e-3 if dtype == np.float32 else 1e-9,
+                                   atol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("kind", kernels.ACTIVATIONS)
+def test_activation_backward_in_place_with_bias_grad(impl, kind):
+    rng = np.random.default_rng(5)
+    y = kernels.bias_activation(rng.standard_normal((33, 17)).astype(np.float32), None, kind)
+    gy = rng.standard_normal((33, 17)).astype(np.float32)
+    expected = kernels.activation_backward(gy, y, kind, impl="reference")
+    gb = np.empty(17, np.float32)
+    assert kernels.activation_backward(gy, y, kind, out=gy, bias_grad=gb, impl=impl) is gy
+    np.testing.assert_allclose(gy, expected, **TOL[np.float32])
+    np.testing.assert_allclose(gb, expected.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_activation_argument_errors():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        kernels.bias_activation(x, None, "gelu")
+    with pytest.raises(ValueError, match="b must be a C-contiguous float32 array of shape"):
+        kernels.bias_activation(x, np.zeros(4, np.float32), "relu")
+    with pytest.raises(ValueError, match="x must be a C-contiguous array"):
+        kernels.bias_activation(np.zeros((3, 4), np.float32).T, None, "relu")
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        kernels.bias_activation(np.zeros((3, 4), np.int32), None, "relu")
+    with pytest.raises(ValueError, match="bias_grad must be a C-contiguous float32"):
+        kernels.activation_backward(x, x, "tanh", bias_grad=np.zeros(3, np.float64))
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 def test_out_buffers_are_written_in_place(impl):
     x = np.random.default_rng(0).standard_normal((9, 4)).astype(np.float32)
@@ -172,7 +261,7 @@ def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
     def broken(*args):
         raise RuntimeError("simulated compile failure")
 
-    monkeypatch.setattr(cpu, "sigmoid_backward", broken)
+    monkeypatch.setattr(cpu, "activation_backward", broken)
     monkeypatch.setitem(kernels._state, "broken", {})
     monkeypatch.setattr(kernels, "_resolved", {})
     monkeypatch.setattr(kernels, "_active", {})

@@ -54,6 +54,27 @@ def test_sigmoid_backward_matches_reference(dtype, shape):
     assert gx.dtype == dtype
 
 
+@pytest.mark.parametrize("kind", kernels.ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,with_bias", [((1, 1), True), ((7, 3), False), ((2, 3, 5), True)])
+def test_bias_activation_and_backward_match_reference(kind, dtype, shape, with_bias):
+    rng = np.random.default_rng()
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x.reshape(-1)[0] = np.nan
+    b = rng.standard_normal(shape[-1]).astype(dtype) if with_bias else None
+    y, y_r = x.copy(), x.copy()
+    kernels.bias_activation(y, b, kind, impl="numba-cuda")
+    kernels.bias_activation(y_r, b, kind, impl="reference")
+    tol = dict(rtol=4e-6, atol=2e-7) if dtype == np.float32 else TOL[dtype]
+    np.testing.assert_allclose(y, y_r, **tol)  # NaN compares equal to NaN here
+    gy = rng.standard_normal(shape).astype(dtype)
+    gb, gb_r = np.empty(shape[-1], dtype), np.empty(shape[-1], dtype)
+    gx = kernels.activation_backward(gy, y_r, kind, bias_grad=gb, impl="numba-cuda")
+    gx_r = kernels.activation_backward(gy, y_r, kind, bias_grad=gb_r, impl="reference")
+    np.testing.assert_allclose(gx, gx_r, **TOL[dtype])
+    np.testing.assert_allclose(gb, gb_r, **TOL[dtype])
+
+
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, True, 1e-2)])
 def test_sgd_update(momentum, nesterov, wd):
     rng = np.random.default_rng()
