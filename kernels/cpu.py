@@ -238,10 +238,13 @@ def activation_backward(g, y, kind, gb):
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
     """Same contract as :func:`kernels.reference.sgd_update`: one pass over the buffers."""
-    # Slices, so each loop runs from 0 and LLVM can vectorize it.
     if not momentum:
         v = p  # unused
     d, zero = n_decay, p.dtype.type(0)
+    if not weight_decay or d in (0, p.size):  # one loop (the second call cost ~4 us)
+        _sgd(p, g, v, lr, momentum, nesterov, weight_decay if d else zero)
+        return
+    # Slices, so each loop runs from 0 and LLVM can vectorize it.
     _sgd(p[:d], g[:d], v[:d], lr, momentum, nesterov, weight_decay)
     _sgd(p[d:], g[d:], v[d:], lr, momentum, nesterov, zero)
 
@@ -251,6 +254,9 @@ def adam_update(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_bias2, l2, de
     one = p.dtype.type(1)
     args = (step_size, beta1, beta2, one - beta1, one - beta2, eps, inv_sqrt_bias2)
     d = n_decay
+    if (not l2 and decay == one) or d in (0, p.size):
+        _adam(p, g, m, v, *args, l2 if d else one - one, decay if d else one)
+        return
     _adam(p[:d], g[:d], m[:d], v[:d], *args, l2, decay)
     _adam(p[d:], g[d:], m[d:], v[d:], *args, one - one, one)
 
