@@ -58,8 +58,8 @@ def activation_backward(g, y, kind, gb):
         g *= y > 0
     else:
         g *= one - y * y
-    if gb is not None:
-        g.sum(axis=0, out=gb)
+    if gb is not None:  # ones @ g: a BLAS matrix-vector product, 3-5x g.sum(axis=0)
+        get_array_module(g).matmul(get_array_module(g).ones(g.shape[0], g.dtype), g, out=gb)
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
