@@ -230,12 +230,12 @@ _ONE = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)
 
 def bias_activation(x, b, kind):
     """Same contract as :func:`kernels.reference.bias_activation`."""
-    cpu_math.FORWARD[kind](x, b, _ONE[x.dtype])
+    cpu_math.bias_act_fwd(x, b, _ONE[x.dtype], cpu_math.KINDS[kind])
 
 
 def activation_backward(g, y, kind, gb):
     """Same contract as :func:`kernels.reference.activation_backward`."""
-    cpu_math.BACKWARD[kind](g, y, gb, _ONE[y.dtype])
+    cpu_math.act_bwd(g, y, gb, _ONE[y.dtype], cpu_math.KINDS[kind])
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
@@ -275,7 +275,7 @@ def compile_all(dtypes=(np.float32,)):
     for dtype in dtypes:
         x, c = np.zeros((2, 3), dtype), dtype(0.5)
         softmax_cross_entropy_rows(x, np.zeros(2, np.int64), np.empty(2, dtype), np.empty_like(x))
-        for kind in cpu_math.FORWARD:
+        for kind in cpu_math.KINDS:
             for b in (None, x[0]):
                 bias_activation(x.copy(), b, kind)
                 activation_backward(x.copy(), x, kind, b if b is None else np.empty(3, dtype))
