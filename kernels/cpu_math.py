@@ -57,16 +57,16 @@ def _exp_f32(z):
     return e if z == z else z  # NaN stays NaN
 
 
-def fast_exp(z):
-    """exp(z) for z <= 88 (float32: vectorizable, z < -87 gives 0; float64: math.exp)."""
-    return math.exp(z)
+def _float32_fast(f32, f64, doc):
+    """A function for jitted code: ``f32`` (vectorizable) on float32, ``f64`` otherwise."""
+    def fn(z):
+        return f64(z)
 
-
-@overload(fast_exp, inline="always")
-def _fast_exp_overload(z):
-    if z == types.float32:
-        return lambda z: _exp_f32(z)
-    return lambda z: math.exp(z)
+    @overload(fn, inline="always")
+    def _by_type(z):
+        return (lambda z: f32(z)) if z == types.float32 else (lambda z: f64(z))
+    fn.__doc__ = doc
+    return fn
 
 
 @numba.njit(inline="always", **_JIT)
@@ -83,17 +83,10 @@ def _tanh_f32(z):
     return t if z >= 0 else (-t if z < 0 else z)  # NaN stays NaN
 
 
-
-def fast_tanh(z):
-    """tanh(z) (float32: vectorizable; float64: math.tanh)."""
-    return math.tanh(z)
-
-
-@overload(fast_tanh, inline="always")
-def _fast_tanh_overload(z):
-    if z == types.float32:
-        return lambda z: _tanh_f32(z)
-    return lambda z: math.tanh(z)
+fast_exp = _float32_fast(_exp_f32, math.exp, "exp(z) for z <= 88 (float32: vectorizable, "
+                         "z < -87 gives 0; float64: math.exp)")
+fast_tanh = _float32_fast(_tanh_f32, math.tanh, "tanh(z) (float32: vectorizable; float64: "
+                          "math.tanh)")
 
 
 # --- the activations by code (KINDS), one loop each way: LLVM unswitches the loop on the
