@@ -80,12 +80,8 @@ _BWD = {"sigmoid": "g = g * (y * ((T)1 - y))", "relu": "g = g * (y > 0 ? (T)1 : 
 
 def bias_activation(x, b, kind):
     """Same contract as :func:`kernels.reference.bias_activation`: one launch."""
-    if b is None:
-        k = _elementwise(f"xptrain_{kind}_fwd", "", "T x", f"T z = x; {_FWD[kind]}")
-        k(x)
-    else:
-        k = _elementwise(f"xptrain_bias_{kind}_fwd", "T b", "T x", f"T z = x + b; {_FWD[kind]}")
-        k(b, x)
+    k = _elementwise(f"xptrain_bias_{kind}_fwd", "T b", "T x", f"T z = x + b; {_FWD[kind]}")
+    k(x.dtype.type(0) if b is None else b, x)  # no bias: a zero scalar, broadcast
 
 
 def activation_backward(g, y, kind, gb):
