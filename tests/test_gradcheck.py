@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import kernels
-from engine.layers import Dropout, Linear, ReLU, Sigmoid, Tanh
+from engine.layers import Activation, Dropout, Linear, ReLU, Sigmoid, Tanh
 from engine.losses import SoftmaxCrossEntropy
-from engine.model import Sequential, build_mlp
+from engine.model import Sequential, build_mlp, parse_layers
 
 
 def numerical_grad(f, x, h=1e-6):
@@ -103,6 +103,22 @@ def test_whole_mlp(activation):
     rng = np.random.default_rng(5)
     model = build_mlp(7, (6, 5), 3, activation, dtype=np.float64, seed=1)
     check_model_gradient(model, rng.standard_normal((8, 7)), rng.integers(0, 3, 8))
+
+
+@pytest.mark.parametrize("mode", ["reference", "fused"])
+@pytest.mark.parametrize("spec,activation", [("fc6-fc5", "sigmoid"), ("conv3k3-fc5", "relu"),
+                                             ("conv2k3s2p1-fc4", "tanh")])
+def test_bias_taken_over_by_the_activation(spec, activation, mode, monkeypatch):
+    """An activation right after Linear/Conv2D adds that layer's bias and sums its gradient
+    (one fused pass each way); the whole model's gradient must not notice."""
+    monkeypatch.setitem(kernels._state, "mode", mode)
+    model = Sequential(parse_layers(spec, (6, 6), 3, activation), 36, np, seed=3,
+                       dtype=np.float64)
+    pairs = [(a, b) for a, b in zip(model.layers, model.layers[1:]) if isinstance(b, Activation)]
+    assert pairs and all(a.bias_deferred and b.bias is a.b and b.gbias is a.gb
+                         for a, b in pairs)
+    rng = np.random.default_rng(6)
+    check_model_gradient(model, rng.standard_normal((5, 36)), rng.integers(0, 3, 5))
 
 
 def test_hand_worked_example():
