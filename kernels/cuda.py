@@ -75,7 +75,7 @@ def _build():
                 e = math.exp(-abs(z))
                 x[r, j] = (one if z >= 0 else e) / (one + e)
             elif kind == 1:
-                x[r, j] = z - z if z <= 0 else z  # z - z: a zero of z's type; NaN stays NaN
+                x[r, j] = one - one if z <= 0 else z  # a zero of x's type; NaN stays NaN
             else:
                 x[r, j] = math.tanh(z)
 
@@ -91,11 +91,11 @@ def _build():
                 g[i] = g[i] * (one - y[i] * y[i])
 
     @cuda.jit
-    def column_sum(g, out):
+    def column_sum(g, out, zero):
         # one thread per column; neighbouring threads read neighbouring addresses
         j = cuda.grid(1)
         if j < g.shape[1]:
-            s = g[0, j] - g[0, j]
+            s = zero
             for i in range(g.shape[0]):
                 s += g[i, j]
             out[j] = s
@@ -203,7 +203,7 @@ def activation_backward(g, y, kind, gb):
     _build()["act_bwd"][blocks, threads, stream](*flat, np.int32(_KIND[kind]), y.dtype.type(1))
     if gb is not None:
         blocks, threads, stream = _launch_config(g.shape[1])
-        _build()["column_sum"][blocks, threads, stream](*_device_args(g, gb))
+        _build()["column_sum"][blocks, threads, stream](*_device_args(g, gb), y.dtype.type(0))
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):

@@ -61,6 +61,7 @@ def test_bias_activation_and_backward_match_reference(kind, dtype, shape, with_b
     rng = np.random.default_rng()
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     x.reshape(-1)[0] = np.nan
+    x.reshape(-1)[-1] = -np.inf  # relu gives 0, sigmoid 0, tanh -1
     b = rng.standard_normal(shape[-1]).astype(dtype) if with_bias else None
     y, y_r = x.copy(), x.copy()
     kernels.bias_activation(y, b, kind, impl="numba-cuda")
@@ -73,6 +74,14 @@ def test_bias_activation_and_backward_match_reference(kind, dtype, shape, with_b
     gx_r = kernels.activation_backward(gy, y_r, kind, bias_grad=gb_r, impl="reference")
     np.testing.assert_allclose(gx, gx_r, **TOL[dtype])
     np.testing.assert_allclose(gb, gb_r, **TOL[dtype])
+
+
+def test_bias_gradient_sum_keeps_an_infinity():
+    y = np.ones((3, 2), np.float32)  # relu' = 1: gx = gy
+    gy = np.array([[np.inf, 1], [2, 3], [4, 5]], np.float32)
+    gb = np.empty(2, np.float32)
+    kernels.activation_backward(gy, y, "relu", bias_grad=gb, impl="numba-cuda")
+    np.testing.assert_array_equal(gb, [np.inf, 9])
 
 
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, True, 1e-2)])
