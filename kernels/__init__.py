@@ -25,14 +25,16 @@ import warnings
 import numpy as np
 
 from . import reference
+from .reference import column_sum  # the bias-gradient sum (ones @ g), for layers too
 from ._checks import (FLOAT_DTYPES, check_float, check_labels, check_out, get_array_module,
                       is_cupy_array)
 
 OPS = ("softmax_cross_entropy", "bias_activation", "activation_backward", "sgd_update",
        "adam_update", "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
-__all__ = [*OPS, "sigmoid_backward", "ACTIVATIONS", "set_mode", "get_mode", "set_fused",
-           "implementations", "active_implementation", "describe", "prepare", "get_array_module"]
+__all__ = [*OPS, "sigmoid_backward", "column_sum", "ACTIVATIONS", "set_mode", "get_mode",
+           "set_fused", "implementations", "active_implementation", "describe", "prepare",
+           "get_array_module"]
 
 # Fused twin per device. CPU: numba, measured faster than NumPy for every op (README,
 # bench/kernels.py). GPU: numba-cuda until a lent GPU measures the alternatives.

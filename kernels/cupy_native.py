@@ -8,6 +8,8 @@ Kernels are compiled on first use by CuPy (NVRTC) and launched on CuPy's current
 
 import numpy as np
 
+from . import reference
+
 _SOFTMAX_CE = r"""
 template<typename T, typename L>
 __device__ void softmax_ce(const T* x, const L* t, T* row_loss, T* gx, long long n, int c,
@@ -88,7 +90,7 @@ def activation_backward(g, y, kind, gb):
     """Same contract as :func:`kernels.reference.activation_backward`."""
     _elementwise(f"xptrain_{kind}_bwd", "T y", "T g", _BWD[kind])(y, g)
     if gb is not None:
-        g.sum(axis=0, out=gb)
+        reference.column_sum(g, gb)
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):

