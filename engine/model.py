@@ -99,16 +99,21 @@ class Sequential:
         return 500 if any(type(layer).__name__ == "Conv2D" for layer in self.layers) else 5000
 
 
+def _activation(name):
+    """The activation layer class called ``name``; a clear error for any other name."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
 def mlp_layers(n_in, hidden, n_classes, activation="relu", dropout=0.0):
     """Linear/activation[/Dropout] blocks for each hidden width, then a Linear output."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
-                         f"got {activation!r}")
+    act = _activation(activation)
     layers, width = [], n_in
     for h in hidden:
         if int(h) < 1:
             raise ValueError(f"hidden sizes must be positive integers, got {h!r}")
-        layers += [Linear(width, int(h), init_for(activation)), ACTIVATIONS[activation]()]
+        layers += [Linear(width, int(h), init_for(activation)), act()]
         if dropout:
             layers.append(Dropout(dropout))
         width = int(h)
@@ -135,9 +140,7 @@ def parse_layers(text, image_shape, n_classes, activation="relu"):
     ``pool[K][sS]`` (max pool, default 2 x 2); ``fcN`` (Linear + activation); ``dropP``.
     The output Linear to ``n_classes`` is appended.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
-                         f"got {activation!r}")
+    act = _activation(activation)
     from .conv import Conv2D, Flatten, MaxPool2D, Reshape
 
     h, w = image_shape
@@ -152,8 +155,7 @@ def parse_layers(text, image_shape, n_classes, activation="relu"):
                 raise ValueError(f"model spec {text!r}: conv after fc")
             f, k = int(m.group(2)), int(m.group(3) or 3)
             stride, pad = int(m.group(4) or 1), int(m.group(5) or k // 2)
-            layers += [Conv2D(c, f, k, stride, pad, init_for(activation)),
-                       ACTIVATIONS[activation]()]
+            layers += [Conv2D(c, f, k, stride, pad, init_for(activation)), act()]
             h, w, c = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1, f
         elif token.startswith("pool"):
             k = int(m.group(6) or 2)
@@ -170,8 +172,7 @@ def parse_layers(text, image_shape, n_classes, activation="relu"):
             if flat is None:
                 layers.append(Flatten())
                 flat = h * w * c
-            layers += [Linear(flat, int(m.group(8)), init_for(activation)),
-                       ACTIVATIONS[activation]()]
+            layers += [Linear(flat, int(m.group(8)), init_for(activation)), act()]
             flat = int(m.group(8))
         else:
             layers.append(Dropout(float(m.group(9))))
