@@ -238,29 +238,31 @@ def activation_backward(g, y, kind, gb):
     cpu_math.act_bwd(g, y, gb, _ONE[y.dtype], cpu_math.KINDS[kind])
 
 
+def _segments(size, n_decay, uniform):
+    """(slice, decays) for each loop over a flat buffer whose first ``n_decay`` entries take
+    weight decay: one loop when decay is uniform (none, or over all of it) - a second call
+    cost ~4 us per step -, else two slices, each run from 0 so LLVM can vectorize it."""
+    if uniform or n_decay in (0, size):
+        return ((slice(None), n_decay > 0),)
+    return (slice(None, n_decay), True), (slice(n_decay, None), False)
+
+
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
     """Same contract as :func:`kernels.reference.sgd_update`: one pass over the buffers."""
     if not momentum:
         v = p  # unused
-    d, zero = n_decay, p.dtype.type(0)
-    if not weight_decay or d in (0, p.size):  # one loop (the second call cost ~4 us)
-        _sgd(p, g, v, lr, momentum, nesterov, weight_decay if d else zero)
-        return
-    # Slices, so each loop runs from 0 and LLVM can vectorize it.
-    _sgd(p[:d], g[:d], v[:d], lr, momentum, nesterov, weight_decay)
-    _sgd(p[d:], g[d:], v[d:], lr, momentum, nesterov, zero)
+    zero = p.dtype.type(0)
+    for part, decays in _segments(p.size, n_decay, not weight_decay):
+        _sgd(p[part], g[part], v[part], lr, momentum, nesterov, weight_decay if decays else zero)
 
 
 def adam_update(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_bias2, l2, decay, n_decay):
     """Same contract as :func:`kernels.reference.adam_update`: one pass over the buffers."""
     one = p.dtype.type(1)
     args = (step_size, beta1, beta2, one - beta1, one - beta2, eps, inv_sqrt_bias2)
-    d = n_decay
-    if (not l2 and decay == one) or d in (0, p.size):
-        _adam(p, g, m, v, *args, l2 if d else one - one, decay if d else one)
-        return
-    _adam(p[:d], g[:d], m[:d], v[:d], *args, l2, decay)
-    _adam(p[d:], g[d:], m[d:], v[d:], *args, one - one, one)
+    for part, decays in _segments(p.size, n_decay, not l2 and decay == one):
+        _adam(p[part], g[part], m[part], v[part], *args,
+              *((l2, decay) if decays else (one - one, one)))
 
 
 def gather_rows(x, idx, scale, out):
