@@ -26,8 +26,8 @@ import numpy as np
 
 from . import reference
 from .reference import column_sum  # the bias-gradient sum (ones @ g), for layers too
-from ._checks import (FLOAT_DTYPES, check_float, check_labels, check_out, get_array_module,
-                      is_cupy_array)
+from ._checks import (FLOAT_DTYPES, check_float, check_labels, check_out, check_writeable,
+                      get_array_module, is_cupy_array)
 
 OPS = ("softmax_cross_entropy", "bias_activation", "activation_backward", "sgd_update",
        "adam_update", "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward")
@@ -45,6 +45,7 @@ _DEVICE_OF = {"reference": None, "numba": "cpu", "numba-cuda": "cuda", "cupy": "
 _state = {"mode": "fused", "broken": {}, "compile_seconds": {}}
 _resolved = {}  # (name, op) -> callable, so a hot-path call costs one dict lookup
 _active = {}  # (device, mode) -> twin name
+_host = {}  # (impl, mode, op) -> the twin's function, for the checked NumPy fast paths
 
 
 def set_mode(mode):
@@ -65,6 +66,7 @@ def set_fused(device, name):
                          f"{[n for n, d in _DEVICE_OF.items() if d == device]}")
     FUSED[device] = name
     _active.clear()
+    _host.clear()
 
 
 def implementations(device):
@@ -119,6 +121,7 @@ def _mark_broken(name, reason):
         _state["broken"][name] = reason
         _resolved.clear()
         _active.clear()
+        _host.clear()
         warnings.warn(f"kernels: {name} unavailable ({reason}); using the reference",
                       RuntimeWarning, stacklevel=3)
 
@@ -156,6 +159,20 @@ def _call(name, op, *args):
         if module is not None and name != "reference":
             return _first_call(name, op, fn, args)
     return fn(*args)
+
+
+def _call_host(impl, op, *args):
+    """:func:`_call` for NumPy arguments already checked by a fast path: once a twin has run
+    (compiled) for ``impl`` in this mode, one dict lookup."""
+    fn = _host.get((impl, _state["mode"], op))
+    if fn is not None:
+        return fn(*args)
+    name = _resolve(impl, args[0])
+    result = _call(name, op, *args)
+    fn = _resolved.get((name, op))
+    if fn is not None:
+        _host[(impl, _state["mode"], op)] = fn
+    return result
 
 
 def _first_call(name, op, fn, args):
@@ -206,6 +223,7 @@ def _rows_by_features(name, a):
     if check_float(name, a) is not a or a.ndim == 0:
         raise ValueError(f"{name} must be a C-contiguous array of at least 1 dimension "
                          f"(it is written in place), got shape {tuple(a.shape)}")
+    check_writeable(name, a)
     return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
 
 
@@ -220,6 +238,12 @@ def bias_activation(x, b, activation, impl=None):
 
     ``activation``: "sigmoid", "relu" or "tanh". Returns ``x``.
     """
+    if (type(x) is np.ndarray and x.ndim == 2 and x.dtype in FLOAT_DTYPES
+            and x.flags.c_contiguous and x.flags.writeable and activation in ACTIVATIONS
+            and (b is None or (type(b) is np.ndarray and b.dtype is x.dtype
+                               and b.shape == (x.shape[1],) and b.flags.c_contiguous))):
+        _call_host(impl, "bias_activation", x, b, activation)
+        return x  # the training step's call, checked in a few attribute reads
     get_array_module(x, b)
     _check_activation(activation)
     x2 = _rows_by_features("x", x)
@@ -235,9 +259,8 @@ def activation_backward(gy, y, activation, out=None, bias_grad=None, impl=None):
     axis but the last, in the same pass. ``out`` may be ``gy`` (in place); the inputs are
     otherwise never modified.
     """
-    if _in_place_2d(gy, y, out, bias_grad) and activation in ACTIVATIONS:
-        _call(_resolve(impl, y), "activation_backward", gy, y, activation, bias_grad)
-        return gy  # the training step's call, checked in a few attribute reads
+    if _host_activation_backward(gy, y, activation, out, bias_grad, impl):
+        return gy
     get_array_module(gy, y, out, bias_grad)
     _check_activation(activation)
     y = check_float("y", y)
@@ -249,21 +272,34 @@ def activation_backward(gy, y, activation, out=None, bias_grad=None, impl=None):
         out = check_out("out", out, y.shape, y.dtype, y)
         out = get_array_module(y).empty_like(y) if out is None else out
         out[...] = gy
+    check_writeable("out", out)
     g2 = out.reshape(-1, y.shape[-1])
     if bias_grad is not None:
         _check_shape("bias_grad", bias_grad, (g2.shape[1],), y.dtype)
+        check_writeable("bias_grad", bias_grad)
     _call(_resolve(impl, y), "activation_backward", g2, y.reshape(g2.shape), activation,
           bias_grad)
     return out
 
 
-def _in_place_2d(gy, y, out, gb):
-    """True for the common valid call: NumPy, in place, 2-D, C-contiguous, one float dtype."""
-    return (out is gy and type(gy) is np.ndarray and type(y) is np.ndarray
+def _host_activation_backward(gy, y, activation, out, gb, impl):
+    """Run the training step's call, in place on 2-D NumPy arrays of one float dtype,
+    checked in a few attribute reads (the full route cost ~1 us of a 3 us sigmoid backward
+    at batch 128); False, having done nothing, for any other call. Any strides will do: the
+    NumPy twins index through them (a non-contiguous layout compiles its own Numba kernel
+    on first use)."""
+    if not (out is gy and type(gy) is np.ndarray and type(y) is np.ndarray
             and gy.ndim == 2 and gy.shape == y.shape and gy.dtype is y.dtype
-            and y.dtype in FLOAT_DTYPES and gy.flags.c_contiguous and y.flags.c_contiguous
+            and y.dtype in FLOAT_DTYPES and activation in ACTIVATIONS and gy.flags.writeable
             and (gb is None or (type(gb) is np.ndarray and gb.dtype is y.dtype
-                                and gb.shape == (y.shape[1],) and gb.flags.c_contiguous)))
+                                and gb.shape == (y.shape[1],) and gb.flags.writeable))):
+        return False
+    fn = _host.get((impl, _state["mode"], "activation_backward"))
+    if fn is None:
+        _call_host(impl, "activation_backward", gy, y, activation, gb)
+    else:
+        fn(gy, y, activation, gb)
+    return True
 
 
 def sigmoid_backward(gy, y, out=None, bias_grad=None, impl=None):
@@ -272,12 +308,18 @@ def sigmoid_backward(gy, y, out=None, bias_grad=None, impl=None):
     ``out`` is an optional buffer written in place (it may be ``gy``); inputs are otherwise
     never modified. ``bias_grad``: see :func:`activation_backward`.
     """
+    if _host_activation_backward(gy, y, "sigmoid", out, bias_grad, impl):
+        return gy
     return activation_backward(gy, y, "sigmoid", out, bias_grad, impl)
 
 
-def _flat_buffers(names, arrays):
-    """Check flat optimizer buffers: 1-D, C-contiguous, one float dtype and size, one device."""
+def _flat_buffers(names, arrays, written):
+    """Check flat optimizer buffers: 1-D, C-contiguous, one float dtype and size, one device;
+    the names in ``written`` writeable."""
     get_array_module(*arrays)
+    for name, a in zip(names, arrays):
+        if name in written:
+            check_writeable(name, a)
     p = check_float(names[0], arrays[0], ndim=1)
     for name, a in zip(names[1:], arrays[1:]):
         if a.shape != p.shape or a.dtype != p.dtype or not a.flags.c_contiguous:
@@ -296,7 +338,7 @@ def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0, n_de
     applies to ``p[:n_decay]`` (all of ``p`` by default). PyTorch's SGD formula.
     """
     arrays = (p, g) + ((v,) if momentum else ())
-    t = _flat_buffers(("p", "g", "v")[:len(arrays)], arrays)
+    t = _flat_buffers(("p", "g", "v")[:len(arrays)], arrays, ("p", "v"))
     v = v if momentum else p[:0]
     n_decay = p.size if n_decay is None else int(n_decay)
     _call(_resolve(impl, p), "sgd_update", p, g, v, t(lr), t(momentum), bool(nesterov),
@@ -310,7 +352,7 @@ def adam_update(p, g, m, v, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_d
     ``m`` and ``v`` are the moment buffers (updated in place); weight decay applies to
     ``p[:n_decay]`` (all of ``p`` by default), as an L2 term (Adam) or decoupled (AdamW).
     """
-    t = _flat_buffers(("p", "g", "m", "v"), (p, g, m, v))
+    t = _flat_buffers(("p", "g", "m", "v"), (p, g, m, v), ("p", "m", "v"))
     n_decay = p.size if n_decay is None else int(n_decay)
     l2 = 0.0 if decoupled else weight_decay
     decay = 1.0 - lr * weight_decay if decoupled else 1.0
@@ -394,6 +436,8 @@ def maxpool_forward(x, k, stride, y, arg):
     shape = (n, *_windows(h, w, k, stride, 0, "max pool"), c)
     _check_shape("y", y, shape, x.dtype)
     _check_shape("arg", arg, shape, np.uint8)
+    check_writeable("y", y)
+    check_writeable("arg", arg)
     _call(_resolve(None, x), "maxpool_forward", x, k, stride, y, arg)
     return y
 
@@ -407,5 +451,6 @@ def maxpool_backward(gy, arg, k, stride, gx):
     n, h, w, c = gx.shape
     _check_shape("gy", gy, (n, *_windows(h, w, k, stride, 0, "max pool"), c), gx.dtype)
     _check_shape("arg", arg, gy.shape, np.uint8)
+    check_writeable("gx", gx)
     _call(_resolve(None, gy), "maxpool_backward", gy, arg, k, stride, gx)
     return gx

@@ -67,8 +67,18 @@ def check_labels(labels, n_samples, n_classes, check_range=True):
     return labels
 
 
+def check_writeable(name, a):
+    """A read-only NumPy array written by a kernel is the caller's error: say so here (a
+    Numba twin would fail to compile for it, which must not read as a broken twin)."""
+    if not getattr(a.flags, "writeable", True):  # CuPy arrays have no such flag
+        raise ValueError(f"{name} is read-only, but it is written in place; pass a "
+                         "writeable array")
+    return a
+
+
 def check_out(name, out, shape, dtype, like):
-    """Check an ``out=`` buffer: right shape and dtype, C-contiguous, same device as ``like``."""
+    """Check an ``out=`` buffer: right shape and dtype, C-contiguous, writeable, same device
+    as ``like``."""
     if out is None:
         return None
     if type(out) is not type(like):
@@ -79,4 +89,4 @@ def check_out(name, out, shape, dtype, like):
                          f"got {tuple(out.shape)} {out.dtype}")
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
-    return out
+    return check_writeable(name, out)

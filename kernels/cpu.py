@@ -225,17 +225,14 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     return _softmax_ce_fwd_bwd(x, t, row_loss, gx, x.dtype.type(1.0 / max(x.shape[0], 1)))
 
 
-_ONE = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
-
-
 def bias_activation(x, b, kind):
     """Same contract as :func:`kernels.reference.bias_activation`."""
-    cpu_math.bias_act_fwd(x, b, _ONE[x.dtype], cpu_math.KINDS[kind])
+    cpu_math.bias_act_fwd(x, b, cpu_math.KINDS[kind])
 
 
 def activation_backward(g, y, kind, gb):
     """Same contract as :func:`kernels.reference.activation_backward`."""
-    cpu_math.act_bwd(g, y, gb, _ONE[y.dtype], cpu_math.KINDS[kind])
+    cpu_math.act_bwd(g, y, gb, cpu_math.KINDS[kind])
 
 
 def _segments(size, n_decay, uniform):

@@ -96,9 +96,22 @@ fast_tanh = _float32_fast(_tanh_f32, math.tanh, "tanh(z) (float32: vectorizable;
 KINDS = {"sigmoid": 0, "relu": 1, "tanh": 2}
 
 
+def one_like(a):
+    """1 in the dtype of the array ``a`` (jitted code only; a typed constant, so float32
+    kernels stay float32 without a ``one`` argument, which cost ~60 ns per call to type)."""
+    raise NotImplementedError("one_like is for jitted code")
+
+
+@overload(one_like, inline="always")
+def _one_like(a):
+    dtype = a.dtype
+    return lambda a: dtype(1)
+
+
 @numba.njit(**_JIT)
-def bias_act_fwd(x, b, one, kind):
+def bias_act_fwd(x, b, kind):
     """x[i, j] = act(x[i, j] + b[j]) in place (b may be None)."""
+    one = one_like(x)
     zero = one - one
     n, f = x.shape
     for i in range(n):
@@ -115,8 +128,9 @@ def bias_act_fwd(x, b, one, kind):
 
 
 @numba.njit(**_JIT)
-def act_bwd(g, y, gb, one, kind):
+def act_bwd(g, y, gb, kind):
     """g *= act'(x) in place, from the forward output y; gb (or None) = column sums of g."""
+    one = one_like(y)
     zero = one - one
     n, f = g.shape
     if gb is not None:

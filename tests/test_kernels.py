@@ -1,6 +1,8 @@
 """Every available kernel twin against the plain-xp reference, on NumPy arrays (and on
 CuPy arrays when a GPU is usable); the reference against finite differences and PyTorch."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -159,6 +161,83 @@ def test_activation_backward_in_place_with_bias_grad(impl, kind):
     assert kernels.activation_backward(gy, y, kind, out=gy, bias_grad=gb, impl=impl) is gy
     np.testing.assert_allclose(gy, expected, **TOL[np.float32])
     np.testing.assert_allclose(gb, expected.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("kind", kernels.ACTIVATIONS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bias_layout", ["c", "strided"])
+def test_activation_backward_in_place_any_layout(impl, kind, layout, bias_layout):
+    """The in-place 2-D call takes any strides (the fast path does not copy them away):
+    non-contiguous gy, y and bias_grad are read and written through their strides."""
+    rng = np.random.default_rng(abs(hash((impl, kind, layout, bias_layout))) % 2**32)
+    y = kernels.bias_activation(rng.standard_normal((19, 11)).astype(np.float32), None, kind)
+    gy0 = rng.standard_normal((19, 11)).astype(np.float32)
+    y_arranged, gy = arrange(y.copy(), layout), arrange(gy0.copy(), layout)
+    wide = np.full(22, np.nan, np.float32)
+    gb = wide[::2] if bias_layout == "strided" else np.empty(11, np.float32)
+    assert kernels.activation_backward(gy, y_arranged, kind, out=gy, bias_grad=gb,
+                                       impl=impl) is gy
+    dact = {"sigmoid": y * (1.0 - y.astype(np.float64)), "relu": (y > 0) * 1.0,
+            "tanh": 1.0 - y.astype(np.float64) ** 2}[kind]
+    expected = gy0 * dact
+    np.testing.assert_allclose(gy, expected, **TOL[np.float32])
+    np.testing.assert_allclose(gb, expected.sum(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y_arranged, y)
+    if bias_layout == "strided":
+        assert np.isnan(wide[1::2]).all()  # the gaps between bias_grad's entries untouched
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def _written_buffer_calls():
+    """(argument name, call) for every kernel argument written in place, given read-only."""
+    f32 = np.float32
+    x, b = np.full((4, 3), 0.5, f32), np.zeros(3, f32)
+    labels, idx = np.array([0, 1, 2, 0]), np.array([0, 1])
+    img, cols = np.zeros((1, 4, 4, 2), f32), np.zeros((1, 4, 4, 3, 3, 2), f32)
+    pooled, arg = np.zeros((1, 2, 2, 2), f32), np.zeros((1, 2, 2, 2), np.uint8)
+    return [
+        ("out", lambda: kernels.softmax_cross_entropy(x, labels, out=_read_only(x))),
+        ("row_loss", lambda: kernels.softmax_cross_entropy(x, labels,
+                                                           row_loss=_read_only(x[:, 0]))),
+        ("x", lambda: kernels.bias_activation(_read_only(x), b, "relu")),
+        ("out", lambda: (lambda g: kernels.sigmoid_backward(g, x, out=g))(_read_only(x))),
+        ("out", lambda: (lambda g: kernels.activation_backward(g[None], x[None], "tanh",
+                                                               out=g[None]))(_read_only(x))),
+        ("out", lambda: kernels.sigmoid_backward(x, x, out=_read_only(x))),
+        ("bias_grad", lambda: kernels.sigmoid_backward(x.copy(), x, bias_grad=_read_only(b))),
+        ("p", lambda: kernels.sgd_update(_read_only(b), b, b.copy(), 0.1)),
+        ("v", lambda: kernels.sgd_update(b.copy(), b, _read_only(b), 0.1, momentum=0.9)),
+        ("m", lambda: kernels.adam_update(b.copy(), b, _read_only(b), b.copy(), 0.1, 1)),
+        ("out", lambda: kernels.gather_rows(x, idx, 1.0, out=_read_only(x[:2]))),
+        ("out", lambda: kernels.im2col(img, 3, 1, 1, out=_read_only(cols))),
+        ("out", lambda: kernels.col2im(cols, 3, 1, 1, _read_only(img))),
+        ("y", lambda: kernels.maxpool_forward(img, 2, 2, _read_only(pooled), arg)),
+        ("arg", lambda: kernels.maxpool_forward(img, 2, 2, pooled, _read_only(arg))),
+        ("gx", lambda: kernels.maxpool_backward(pooled, arg, 2, 2, _read_only(img))),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_written_buffer_calls())))
+def test_read_only_buffers_are_a_clear_error_not_a_broken_twin(case, monkeypatch):
+    """A read-only buffer is the caller's mistake: a ValueError naming the argument, before
+    any twin runs (a Numba twin fails to compile for one, which once marked it broken)."""
+    monkeypatch.setitem(kernels._state, "broken", {})
+    monkeypatch.setattr(kernels, "_resolved", {})
+    monkeypatch.setattr(kernels, "_active", {})
+    monkeypatch.setattr(kernels, "_host", {})
+    name, call = _written_buffer_calls()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=f"^{name} is read-only"):
+            call()
+    assert kernels._state["broken"] == {}
+    assert kernels.active_implementation("cpu") == "numba"
 
 
 def test_activation_argument_errors():
