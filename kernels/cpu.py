@@ -81,10 +81,25 @@ def _adam(p, g, m, v, step_size, b1, b2, c1, c2, eps, inv_sqrt_bias2, l2, decay)
         p[i] = p[i] * decay - step_size * (mi / (math.sqrt(vi) * inv_sqrt_bias2 + eps))
 
 
+PREFETCH_ROWS = 4
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _gather(x, idx, scale, out):
+    # The rows are random and mostly not in any cache, and the conversion loop alone keeps
+    # only a row or two of misses in flight. So the row PREFETCH_ROWS ahead is prefetched
+    # line by line (measured on MNIST at batch 128: a cache-cold gather alone 52 -> 34 us;
+    # inside training steps 54 -> 43-48 us, the step ~1% faster; 2 to 16 rows ahead and
+    # every locality hint did the same).
     n, f = x.shape
-    for r in range(idx.size):
+    flat = x.reshape(-1)
+    line = max(1, 64 // x.itemsize)
+    m = idx.size
+    for r in range(min(PREFETCH_ROWS, m)):
+        _prefetch_row(flat, idx[r], n, f, line)
+    for r in range(m):
+        if r + PREFETCH_ROWS < m:
+            _prefetch_row(flat, idx[r + PREFETCH_ROWS], n, f, line)
         row = idx[r]
         dst = out[r]
         if row < 0 or row >= n:
@@ -93,6 +108,14 @@ def _gather(x, idx, scale, out):
         src = x[row]
         for j in range(f):
             dst[j] = src[j] * scale
+
+
+@numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def _prefetch_row(flat, row, n, f, line):
+    if 0 <= row < n:
+        start = row * f
+        for j in range(0, f, line):
+            cpu_math.prefetch(flat, start + j)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

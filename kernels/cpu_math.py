@@ -46,6 +46,30 @@ def _int_bits_as_float32(typingctx, i):
     return types.float32(i), codegen
 
 
+@intrinsic
+def prefetch(typingctx, a, i):
+    """Hint the CPU to fetch the cache line of the contiguous array ``a``'s element ``i``
+    (``llvm.prefetch``: a read, kept in all cache levels). A hint only: it never faults, so
+    no bounds check is needed, and it changes no result."""
+    if not (isinstance(a, types.Array) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        byte_ptr = ir.IntType(8).as_pointer()
+        address = builder.bitcast(builder.gep(ary.data, [index]), byte_ptr)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
+        fn = builder.module.globals.get("llvm.prefetch.p0i8")
+        if fn is None:
+            fn = ir.Function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # rw = 0 (read), locality = 3 (keep), cache type = 1 (data)
+        builder.call(fn, [address, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(a, i), codegen
+
+
 @numba.njit(inline="always", **_JIT)
 def _exp_f32(z):
     zc = z if z > _LOWEST else _LOWEST
