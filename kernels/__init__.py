@@ -268,31 +268,43 @@ def activation_backward(gy, y, activation, out=None, bias_grad=None, impl=None):
     if gy.shape != y.shape or gy.dtype != y.dtype or y.ndim == 0:
         raise ValueError(f"gy must match y (at least 1-D): got {tuple(gy.shape)} {gy.dtype} "
                          f"and {tuple(y.shape)} {y.dtype}")
+    # The twins take C-contiguous arrays: a strided out or bias_grad is computed in a
+    # contiguous buffer and copied into place afterwards.
+    target = gb_target = None
     if out is not gy:
-        out = check_out("out", out, y.shape, y.dtype, y)
+        out = check_out("out", out, y.shape, y.dtype, y, contiguous=False)
+        if out is not None and not out.flags.c_contiguous:
+            target, out = out, None
         out = get_array_module(y).empty_like(y) if out is None else out
         out[...] = gy
     check_writeable("out", out)
     g2 = out.reshape(-1, y.shape[-1])
     if bias_grad is not None:
-        _check_shape("bias_grad", bias_grad, (g2.shape[1],), y.dtype)
+        _check_shape("bias_grad", bias_grad, (g2.shape[1],), y.dtype, contiguous=False)
         check_writeable("bias_grad", bias_grad)
+        if not bias_grad.flags.c_contiguous:
+            gb_target, bias_grad = bias_grad, get_array_module(y).empty_like(bias_grad)
     _call(_resolve(impl, y), "activation_backward", g2, y.reshape(g2.shape), activation,
           bias_grad)
+    if gb_target is not None:
+        gb_target[...] = bias_grad
+    if target is not None:
+        target[...] = out
+        return target
     return out
 
 
 def _host_activation_backward(gy, y, activation, out, gb, impl):
-    """Run the training step's call, in place on 2-D NumPy arrays of one float dtype,
-    checked in a few attribute reads (the full route cost ~1 us of a 3 us sigmoid backward
-    at batch 128); False, having done nothing, for any other call. Any strides will do: the
-    NumPy twins index through them (a non-contiguous layout compiles its own Numba kernel
-    on first use)."""
+    """Run the training step's call, in place on 2-D C-contiguous NumPy arrays of one float
+    dtype, checked in a few attribute reads (the full route cost ~1 us of a 3 us sigmoid
+    backward at batch 128); False, having done nothing, for any other call."""
     if not (out is gy and type(gy) is np.ndarray and type(y) is np.ndarray
             and gy.ndim == 2 and gy.shape == y.shape and gy.dtype is y.dtype
-            and y.dtype in FLOAT_DTYPES and activation in ACTIVATIONS and gy.flags.writeable
+            and y.dtype in FLOAT_DTYPES and activation in ACTIVATIONS
+            and gy.flags.c_contiguous and y.flags.c_contiguous and gy.flags.writeable
             and (gb is None or (type(gb) is np.ndarray and gb.dtype is y.dtype
-                                and gb.shape == (y.shape[1],) and gb.flags.writeable))):
+                                and gb.shape == (y.shape[1],) and gb.flags.c_contiguous
+                                and gb.flags.writeable))):
         return False
     fn = _host.get((impl, _state["mode"], "activation_backward"))
     if fn is None:
@@ -390,9 +402,10 @@ def _windows(h, w, k, stride, pad, what):
     return oh, ow
 
 
-def _check_shape(name, a, shape, dtype):
+def _check_shape(name, a, shape, dtype, contiguous=True):
     """The twins index by these shapes and check no bounds: a mismatch must stop here."""
-    if tuple(a.shape) != tuple(shape) or a.dtype != dtype or not a.flags.c_contiguous:
+    if (tuple(a.shape) != tuple(shape) or a.dtype != dtype
+            or (contiguous and not a.flags.c_contiguous)):
         raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype)} array of shape "
                          f"{tuple(shape)}, got {a.dtype} {tuple(a.shape)}")
 

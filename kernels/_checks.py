@@ -76,9 +76,9 @@ def check_writeable(name, a):
     return a
 
 
-def check_out(name, out, shape, dtype, like):
-    """Check an ``out=`` buffer: right shape and dtype, C-contiguous, writeable, same device
-    as ``like``."""
+def check_out(name, out, shape, dtype, like, contiguous=True):
+    """Check an ``out=`` buffer: right shape and dtype, C-contiguous (unless ``contiguous`` is
+    False), writeable, same device as ``like``."""
     if out is None:
         return None
     if type(out) is not type(like):
@@ -87,6 +87,6 @@ def check_out(name, out, shape, dtype, like):
     if out.shape != tuple(shape) or out.dtype != dtype:
         raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {dtype}, "
                          f"got {tuple(out.shape)} {out.dtype}")
-    if not out.flags.c_contiguous:
+    if contiguous and not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
     return check_writeable(name, out)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import kernels
-from tests.kernel_cases import TOL, make_labels, make_logits
+from tests.kernel_cases import TOL, arrange, make_labels, make_logits
 
 pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
                                 reason="needs NUMBA_ENABLE_CUDASIM=1 set before Numba loads")
@@ -74,6 +74,22 @@ def test_bias_activation_and_backward_match_reference(kind, dtype, shape, with_b
     gx_r = kernels.activation_backward(gy, y_r, kind, bias_grad=gb_r, impl="reference")
     np.testing.assert_allclose(gx, gx_r, **TOL[dtype])
     np.testing.assert_allclose(gb, gb_r, **TOL[dtype])
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided"])
+def test_activation_backward_in_place_on_strided_arrays(layout):
+    """The GPU twins flatten their arrays: the dispatcher must hand them contiguous ones and
+    copy the result back into a strided in-place target and bias_grad, not into a copy."""
+    rng = np.random.default_rng()
+    y = rng.random((6, 5)).astype(np.float32)
+    gy0 = rng.standard_normal((6, 5)).astype(np.float32)
+    gy = arrange(gy0.copy(), layout)
+    gb = np.full(10, np.nan, np.float32)[::2]
+    assert kernels.activation_backward(gy, arrange(y.copy(), layout), "sigmoid", out=gy,
+                                       bias_grad=gb, impl="numba-cuda") is gy
+    expected = gy0 * y * (1 - y)
+    np.testing.assert_allclose(gy, expected, **TOL[np.float32])
+    np.testing.assert_allclose(gb, expected.sum(axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_bias_gradient_sum_keeps_an_infinity():
