@@ -344,10 +344,15 @@ def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
     monkeypatch.setitem(kernels._state, "broken", {})
     monkeypatch.setattr(kernels, "_resolved", {})
     monkeypatch.setattr(kernels, "_active", {})
+    monkeypatch.setattr(kernels, "_host", {})
     y = np.full((2, 2), 0.5)
     with pytest.warns(RuntimeWarning, match="numba unavailable.*simulated compile failure"):
         gx = kernels.sigmoid_backward(np.ones_like(y), y)
     np.testing.assert_array_equal(gx, 0.25)
+    g = np.ones_like(y)  # the in-place fast path now runs the reference as well
+    assert kernels.sigmoid_backward(g, y, out=g) is g
+    np.testing.assert_array_equal(g, 0.25)
+    assert kernels._host[(None, "fused", "activation_backward")] is reference.activation_backward
     assert kernels.active_implementation("cpu") == "reference"
 
 
