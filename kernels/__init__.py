@@ -277,7 +277,8 @@ def activation_backward(gy, y, activation, out=None, bias_grad=None, impl=None):
             target, out = out, None
         out = get_array_module(y).empty_like(y) if out is None else out
         out[...] = gy
-    check_writeable("out", out)
+    else:  # in place: check_out did not see it
+        check_writeable("out", out)
     g2 = out.reshape(-1, y.shape[-1])
     if bias_grad is not None:
         _check_shape("bias_grad", bias_grad, (g2.shape[1],), y.dtype, contiguous=False)
@@ -306,11 +307,7 @@ def _host_activation_backward(gy, y, activation, out, gb, impl):
                                 and gb.shape == (y.shape[1],) and gb.flags.c_contiguous
                                 and gb.flags.writeable))):
         return False
-    fn = _host.get((impl, _state["mode"], "activation_backward"))
-    if fn is None:
-        _call_host(impl, "activation_backward", gy, y, activation, gb)
-    else:
-        fn(gy, y, activation, gb)
+    _call_host(impl, "activation_backward", gy, y, activation, gb)
     return True
 
 
