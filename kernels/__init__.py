@@ -183,8 +183,15 @@ def _first_call(name, op, fn, args):
         _resolved.pop((name, op), None)
         raise
     except Exception as exc:  # noqa: BLE001 - a compile or launch failure: use the reference
+        try:
+            result = getattr(reference, op)(*args)
+        except Exception:
+            # The reference fails on these arguments too: the caller's error (the boundary
+            # checks missed it), not a broken twin. Raise it; keep the twin.
+            _resolved.pop((name, op), None)
+            raise
         _mark_broken(name, f"{type(exc).__name__}: {exc}")
-        return getattr(reference, op)(*args)
+        return result
     _state["compile_seconds"].setdefault(f"{name}:{op}", time.perf_counter() - start)
     return result
 

@@ -356,6 +356,31 @@ def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
     assert kernels.active_implementation("cpu") == "reference"
 
 
+def test_a_call_the_reference_rejects_too_does_not_break_the_twin(monkeypatch):
+    """A twin that fails where the reference fails as well (arguments a boundary check
+    missed) is the caller's error: it is raised, and the twin stays in use."""
+    from kernels import cpu
+
+    def broken(*args):
+        raise RuntimeError("simulated typing failure")
+
+    def reference_rejects(*args):
+        raise ValueError("simulated bad argument")
+
+    monkeypatch.setattr(cpu, "bias_activation", broken)
+    monkeypatch.setattr(reference, "bias_activation", reference_rejects)
+    monkeypatch.setitem(kernels._state, "broken", {})
+    monkeypatch.setattr(kernels, "_resolved", {})
+    monkeypatch.setattr(kernels, "_active", {})
+    monkeypatch.setattr(kernels, "_host", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="simulated bad argument"):
+            kernels.bias_activation(np.zeros((2, 3), np.float32), None, "relu")
+    assert kernels._state["broken"] == {}
+    assert kernels.active_implementation("cpu") == "numba"
+
+
 def test_reference_against_finite_differences_float64():
     rng = np.random.default_rng(7)
     x, t = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
