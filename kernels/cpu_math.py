@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 _F = np.float32
@@ -61,9 +62,7 @@ def prefetch(typingctx, a, i):
         address = builder.bitcast(builder.gep(ary.data, [index]), byte_ptr)
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
-        fn = builder.module.globals.get("llvm.prefetch.p0i8")
-        if fn is None:
-            fn = ir.Function(builder.module, fnty, "llvm.prefetch.p0i8")
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
         # rw = 0 (read), locality = 3 (keep), cache type = 1 (data)
         builder.call(fn, [address, i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
