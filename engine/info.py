@@ -40,4 +40,15 @@ def collect():
             + (f"compile {compile_s:.2f}s)" if compile_s is not None else "not compiled yet)"))
         for name_, reason in d["unavailable"].items():
             info[f"  {name_}"] = f"unavailable: {reason}"
+    info["gemm (cpu)"] = _gemm_line()
     return info
+
+
+def _gemm_line():
+    """Where the CPU twin's GEMM (alpha/beta: the folded SGD step) goes, or why not."""
+    from kernels import blas
+
+    if blas.FOUND is None:
+        return f"reference (np.matmul and a pass for alpha/beta): {blas.REASON}"
+    return (f"NumPy's BLAS from Numba, {'64' if blas.FOUND[2] else '32'}-bit integers: "
+            f"{os.path.basename(blas.FOUND[3])}")

@@ -57,11 +57,17 @@ class Layer:
 
 
 class Linear(Layer):
-    """y = x @ W + b with W (n_in, n_out), b (n_out,)."""
+    """y = x @ W + b with W (n_in, n_out), b (n_out,).
+
+    ``fold``: None, or ``(alpha, beta)`` set by the model for one backward pass: the weight
+    update ``W = beta W + alpha x.T gy`` is then done in the weight-gradient product itself
+    (see :meth:`engine.optim.Optimizer.fold_factors`) and ``gW`` is left as it was.
+    """
 
     def __init__(self, n_in, n_out, init="xavier"):
         super().__init__()
         self.n_in, self.n_out, self.init = n_in, n_out, init
+        self.fold = None
 
     def param_specs(self):
         return [("W", (self.n_in, self.n_out), True), ("b", (self.n_out,), False)]
@@ -79,12 +85,17 @@ class Linear(Layer):
         return y
 
     def backward(self, gy, need_gx=True):
-        self.xp.matmul(self.x.T, gy, out=self.gW)
-        self.sum_bias_grad(gy)
+        # gx first: it needs W as it was in forward, and a folded update changes W.
+        gx = None
         if need_gx:
-            return self.xp.matmul(gy, self.W.T,
-                                  out=self.buffer("gx", (gy.shape[0], self.n_in), gy.dtype))
-        return None
+            gx = self.xp.matmul(gy, self.W.T,
+                                out=self.buffer("gx", (gy.shape[0], self.n_in), gy.dtype))
+        if self.fold is None:
+            self.xp.matmul(self.x.T, gy, out=self.gW)
+        else:  # W = beta W + alpha x.T gy: the optimizer's step; gW is not written
+            kernels.gemm(self.x.T, gy, self.W, *self.fold)
+        self.sum_bias_grad(gy)
+        return gx
 
     def spec(self):
         return {"type": "Linear", "n_in": self.n_in, "n_out": self.n_out, "init": self.init}

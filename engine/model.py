@@ -30,6 +30,9 @@ class Sequential:
             self.slots.append((f"{i}.{name}", i, name, shape, offset, offset + size))
             offset += size
         self.n_decay = sum(int(np.prod(shape)) for _, _, shape, decays in specs if decays)
+        self._linears = [layer for layer in self.layers if isinstance(layer, Linear)]
+        self._foldable = all(isinstance(self.layers[i], Linear) and name == "W"
+                             for _, i, name, _, start, _ in self.slots if start < self.n_decay)
         self.params = xp.zeros(offset, self.dtype)
         self.grads = xp.zeros(offset, self.dtype)
         self._bind()
@@ -63,10 +66,26 @@ class Sequential:
             x = layer.forward(x, train)
         return x
 
-    def backward(self, gy):
-        """Backpropagate ``gy`` (dloss/dlogits); fills ``self.grads``."""
+    def backward(self, gy, fold=None):
+        """Backpropagate ``gy`` (dloss/dlogits); fills ``self.grads``.
+
+        ``fold = (alpha, beta)`` (only where :attr:`foldable`): each weight matrix is updated
+        in its gradient product, ``W = beta W + alpha x.T gy``, and its gradient is not
+        written; the rest of ``grads`` (the biases) is filled as usual.
+        """
+        if fold is not None and not self.foldable:
+            raise ValueError("this model cannot fold its update into backward: its weights "
+                             "are not all Linear layers' (foldable is False)")
+        for layer in self._linears:
+            layer.fold = fold  # for this pass only: every backward sets it again
         for k in range(len(self.layers) - 1, -1, -1):
             gy = self.layers[k].backward(gy, need_gx=k > 0)
+
+    @property
+    def foldable(self):
+        """True when the weights taking decay, ``params[:n_decay]``, are exactly the Linear
+        layers' W: then an optimizer may fold its step on them into :meth:`backward`."""
+        return self._foldable
 
     def dropout_layers(self):
         return [layer for layer in self.layers if isinstance(layer, Dropout)]

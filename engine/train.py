@@ -167,8 +167,9 @@ class Trainer:
         if labels is None:
             labels = self.xp.take(self.y_train, idx)
         loss, gy = self.loss_fn(logits, labels)
-        self.model.backward(gy)
-        self.optimizer.step(lr)
+        fold = self.optimizer.fold_factors(lr)
+        self.model.backward(gy, fold)
+        self.optimizer.step(lr, folded=fold is not None)
         return loss
 
     def _batch(self, idx):

@@ -8,6 +8,7 @@ Public ops (NumPy or CuPy in, the same kind out; a mix is a ``TypeError``)::
     gx = activation_backward(gy, y, "tanh", bias_grad=gb)   # and gb = gx summed over rows
     sgd_update(...), adam_update(...)      # optimizer steps over one flat buffer, in place
     gather_rows(x, idx, scale, out)        # batch gather + uint8 -> float conversion
+    gemm(a, b, out, alpha, beta)           # out = alpha a @ b + beta out (BLAS), in place
 
 Each op has named twins with one contract: ``reference`` (plain ``xp``, the specification
 and the fallback), ``numba`` (``numba.njit`` on NumPy arrays), ``numba-cuda`` (numba-cuda
@@ -30,7 +31,8 @@ from ._checks import (FLOAT_DTYPES, check_float, check_labels, check_out, check_
                       get_array_module, is_cupy_array)
 
 OPS = ("softmax_cross_entropy", "bias_activation", "activation_backward", "sgd_update",
-       "adam_update", "gather_rows", "im2col", "col2im", "maxpool_forward", "maxpool_backward")
+       "adam_update", "gather_rows", "gemm", "im2col", "col2im", "maxpool_forward",
+       "maxpool_backward")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 __all__ = [*OPS, "sigmoid_backward", "column_sum", "ACTIVATIONS", "set_mode", "get_mode",
            "set_fused", "implementations", "active_implementation", "describe", "prepare",
@@ -396,6 +398,50 @@ def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
         x = xp.ascontiguousarray(x)
     _call(_resolve(impl, x), "gather_rows", x, idx, out.dtype.type(scale), out)
     return out
+
+
+def gemm(a, b, out, alpha=1.0, beta=0.0, impl=None):
+    """``out = alpha * a @ b + beta * out`` in place (a BLAS GEMM); returns ``out``.
+
+    a (M, K), b (K, N), out (M, N): one float dtype, one device. ``a`` and ``b`` are read as
+    they are when C-contiguous or the transpose of one (``x.T``), else copied; ``out`` must be
+    C-contiguous, writeable and share no memory with ``a`` or ``b``. With ``beta = 0`` out is
+    only written. Unlike ``matmul``, ``beta`` lets a product update ``out``: a Linear layer's
+    SGD step rides in its weight-gradient product (``W = W - lr x.T gy``).
+    """
+    if (type(out) is np.ndarray and type(a) is np.ndarray and type(b) is np.ndarray
+            and a.ndim == 2 and b.ndim == 2 and a.dtype is out.dtype and b.dtype is out.dtype
+            and out.dtype in FLOAT_DTYPES and a.shape[1] == b.shape[0] and a.shape[1]
+            and out.shape == (a.shape[0], b.shape[1]) and out.size
+            and out.flags.c_contiguous and out.flags.writeable
+            and (a.flags.c_contiguous or a.flags.f_contiguous)
+            and (b.flags.c_contiguous or b.flags.f_contiguous)
+            and not np.may_share_memory(out, a) and not np.may_share_memory(out, b)):
+        # the training step's call, checked in attribute reads; scalars stay Python floats
+        # (the Numba twin casts them; a NumPy scalar built per call cost 0.25 us each)
+        _call_host(impl, "gemm", a, b, out, alpha, beta)
+        return out
+    xp = get_array_module(a, b, out)
+    a, b = _operand("a", a), _operand("b", b)
+    if a.dtype != b.dtype or a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm: a {tuple(a.shape)} {a.dtype} and b {tuple(b.shape)} {b.dtype}"
+                         " must share a dtype and the inner size")
+    if out is None:
+        raise TypeError("gemm: out is required (it is written in place)")
+    check_out("out", out, (a.shape[0], b.shape[1]), a.dtype, a)
+    if xp.may_share_memory(out, a) or xp.may_share_memory(out, b):
+        raise ValueError("gemm: out must not share memory with a or b")
+    t = out.dtype.type
+    name = "reference" if 0 in (*a.shape, b.shape[1]) else _resolve(impl, out)
+    _call(name, "gemm", a, b, out, t(alpha), t(beta))
+    return out
+
+
+def _operand(name, a):
+    """A 2-D float operand of :func:`gemm`: C-contiguous or a transpose of one, else a copy."""
+    if getattr(a, "ndim", None) == 2 and a.dtype in FLOAT_DTYPES and a.flags.f_contiguous:
+        return a
+    return check_float(name, a, ndim=2)
 
 
 def _windows(h, w, k, stride, pad, what):

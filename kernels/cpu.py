@@ -16,7 +16,7 @@ import time
 import numba
 import numpy as np
 
-from . import cpu_math, reference
+from . import blas, cpu_math, reference
 from .cpu_math import fast_exp
 
 
@@ -290,6 +290,31 @@ def gather_rows(x, idx, scale, out):
     _gather(x, idx, scale, out)
 
 
+@numba.njit(cache=True, nogil=True)
+def _gemm(a, b, out, alpha, beta, s_fn, d_fn, ilp64):
+    # a and b are C- or F-contiguous (checked by the dispatcher): an F one is the transpose
+    # of a C array, read by BLAS with the transpose flag and its row count as leading size.
+    m, k = a.shape
+    n = b.shape[1]
+    trans_a, lda = (blas.NO_TRANS, max(k, 1)) if a.flags.c_contiguous else (blas.TRANS, max(m, 1))
+    trans_b, ldb = (blas.NO_TRANS, max(n, 1)) if b.flags.c_contiguous else (blas.TRANS, max(k, 1))
+    fn = s_fn if out.itemsize == 4 else d_fn  # float32: sgemm; float64: dgemm
+    if ilp64:
+        blas.gemm_call_64(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, out,
+                          max(n, 1))
+    else:
+        blas.gemm_call_32(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, out,
+                          max(n, 1))
+
+
+if blas.FOUND is not None:  # else no twin: the dispatcher runs the reference (np.matmul)
+    _S_FN, _D_FN, _ILP64 = blas.FOUND[:3]
+
+    def gemm(a, b, out, alpha, beta):
+        """Same contract as :func:`kernels.reference.gemm`: one BLAS call, in NumPy's BLAS."""
+        _gemm(a, b, out, alpha, beta, _S_FN, _D_FN, _ILP64)
+
+
 def compile_all(dtypes=(np.float32,)):
     """Compile every kernel for ``dtypes`` (the engine trains in float32; float64 kernels,
     for checks, compile on first use); return seconds spent."""
@@ -314,4 +339,7 @@ def compile_all(dtypes=(np.float32,)):
         _maxpool_bwd(pooled, arg, 2, 2, img)
         for src in (np.zeros((3, 3), np.uint8), x):
             gather_rows(src, np.zeros(2, np.int64), c, np.empty((2, src.shape[1]), dtype))
+        if blas.FOUND is not None:  # the layouts of a Linear layer's three products
+            for a, b in ((x, x.T.copy()), (x, x.T), (x.T, x)):
+                gemm(a, b, np.empty((a.shape[0], b.shape[1]), dtype), c, c)
     return time.perf_counter() - start

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from .cupy_native import gemm  # noqa: F401 - cuBLAS: a GEMM is no job for a hand-written kernel
+
 THREADS = 128
 _kernels = {}
 _streams = {}  # CuPy stream pointer -> numba external stream

@@ -9,6 +9,7 @@ Kernels are compiled on first use by CuPy (NVRTC) and launched on CuPy's current
 import numpy as np
 
 from . import reference
+from ._checks import is_cupy_array
 
 _SOFTMAX_CE = r"""
 template<typename T, typename L>
@@ -130,3 +131,15 @@ def gather_rows(x, idx, scale, out):
         "long long r = i / f, j = i % f; long long row = idx[r]; "
         "out = (row < 0 || row >= n) ? (T)nan("") : (T)x[row * f + j] * scale")
     k(x, idx, scale, np.int64(x.shape[0]), np.int64(f), out)
+
+
+def gemm(a, b, out, alpha, beta):
+    """Same contract as :func:`kernels.reference.gemm`: one cuBLAS call (``cupy.cublas.gemm``
+    takes C- or F-contiguous operands as they are) on CuPy's current stream. NumPy arrays
+    (the numba-cuda twin under the CUDA simulator) go to the reference."""
+    if not is_cupy_array(out):
+        reference.gemm(a, b, out, alpha, beta)
+        return
+    from cupy import cublas
+
+    cublas.gemm("N", "N", a, b, out=out, alpha=alpha, beta=beta)

@@ -77,6 +77,25 @@ def column_sum(g, out):
     return xp.matmul(ones, g, out=out)
 
 
+def gemm(a, b, out, alpha, beta):
+    """out = alpha * a @ b + beta * out, in place; a (M, K), b (K, N), out (M, N) C-contiguous,
+    one float dtype, out overlapping neither. With beta = 0, out is not read (a NaN there does
+    not propagate), as in BLAS. ``alpha`` and ``beta`` are scalars of the arrays' dtype."""
+    xp = get_array_module(a)
+    if alpha == 1 and beta == 0:
+        xp.matmul(a, b, out=out)
+        return
+    product = xp.matmul(a, b)
+    if alpha != 1:
+        product *= alpha
+    if beta == 0:
+        out[...] = product
+        return
+    if beta != 1:
+        out *= beta
+    out += product
+
+
 def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
     """SGD step over flat buffers, in place (PyTorch's formula).
 

@@ -92,8 +92,8 @@ def _interrupt_after(trainer, n_steps, real_signal=False):
     step = trainer.optimizer.step
     count = [0]
 
-    def counting(lr):
-        step(lr)
+    def counting(lr, **kwargs):
+        step(lr, **kwargs)
         count[0] += 1
         if count[0] == n_steps:
             if real_signal:

@@ -1,6 +1,7 @@
 """The command line: a JSON summary, evaluate, info, and one clear line per user error."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,10 @@ def test_info(capsys):
     assert code == 0
     for key in ("python:", "numpy:", "numba:", "cupy:", "cuda:", "kernels (cpu):"):
         assert key in out
+    from kernels import blas
+
+    gemm = next(line for line in out.splitlines() if line.startswith("gemm (cpu):"))
+    assert (blas.REASON if blas.FOUND is None else os.path.basename(blas.FOUND[3])) in gemm
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -65,6 +65,25 @@ def test_other_kernels_on_cupy(impl, dtype):
 
 
 @pytest.mark.parametrize("impl", GPU_IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layouts", [("c", "c"), ("c", "t"), ("t", "c")])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.1, 1.0), (2.5, 0.5)])
+def test_gemm_on_cupy(impl, dtype, layouts, alpha, beta):
+    """The layouts of a Linear layer's products (x @ W, gy @ W.T, x.T @ gy) via cuBLAS."""
+    rng = np.random.default_rng()
+    a, b = rng.standard_normal((129, 65)), rng.standard_normal((65, 33))
+    a, b = (x.T.copy().T if t == "t" else x for x, t in zip((a.astype(dtype), b.astype(dtype)),
+                                                           layouts))
+    out = rng.standard_normal((129, 33)).astype(dtype)
+    out_d = cupy.asarray(out)
+    kernels.gemm(cupy.asarray(a, order="K"), cupy.asarray(b, order="K"), out_d, alpha, beta,
+                 impl=impl)
+    kernels.gemm(a, b, out, alpha, beta, impl="reference")
+    np.testing.assert_allclose(out_d.get(), out, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                               atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("impl", GPU_IMPLS)
 @pytest.mark.parametrize("kind", kernels.ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (129, 65), (2, 7, 5, 33)])

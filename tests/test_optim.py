@@ -118,3 +118,52 @@ def test_bad_schedule_values():
         Schedule(0.1, total_steps=10, warmup_steps=11)
     with pytest.raises(ValueError, match="gamma must be > 0"):
         Schedule(0.1, "step", total_steps=10, gamma=0)
+
+
+def _batch(model, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((6, model.n_in))
+    return x, rng.standard_normal((6, 2))
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+def test_sgd_folded_into_backward_is_the_same_step(kernel_mode, wd):
+    """Plain SGD with fused kernels folds the weights' step into backward: the step equals
+    backward + the separate update (formula of test_sgd_formula), and the weight
+    gradients are not written."""
+    folded, _ = setup()
+    plain, _ = setup()
+    opt_f, opt_p = SGD(folded, weight_decay=wd), SGD(plain, weight_decay=wd, fold=False)
+    for step, lr in enumerate([0.1, 0.05, 0.02]):
+        x, gy = _batch(folded, step)
+        fold = opt_f.fold_factors(lr)
+        assert (fold is not None) == (kernel_mode == "fused")
+        if fold is not None:
+            assert fold == (-lr, 1.0 - lr * wd)
+        folded.grads[:folded.n_decay] = 7.0  # must stay: gW is not written when folded
+        for model, opt, f in ((folded, opt_f, fold), (plain, opt_p, None)):
+            model.forward(x, train=True)
+            model.backward(gy, f)
+            opt.step(lr, folded=f is not None)
+        np.testing.assert_allclose(folded.params, plain.params, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(folded.grads[folded.n_decay:], plain.grads[plain.n_decay:],
+                                   rtol=1e-12, atol=1e-13)
+        if fold is not None:
+            assert (folded.grads[:folded.n_decay] == 7.0).all()
+
+
+def test_fold_only_where_it_is_the_same_formula(kernel_mode):
+    model, _ = setup()
+    # only with the fused kernels: the reference mode is the plain-xp specification
+    assert (SGD(model).fold_factors(0.1) is not None) == (kernel_mode == "fused")
+    assert SGD(model, momentum=0.9).fold_factors(0.1) is None  # momentum needs the gradient
+    assert SGD(model, fold=False).fold_factors(0.1) is None
+    assert Adam(model).fold_factors(0.1) is None
+    with pytest.raises(ValueError, match="Adam cannot fold"):
+        Adam(model).step(0.1, folded=True)
+    from engine.model import build_model
+
+    cnn = build_model("conv4-pool-fc8", 16, (4, 4), (), 3, "relu", 0.0, np, 0)
+    assert not cnn.foldable and SGD(cnn).fold_factors(0.1) is None  # conv weights decay too
+    with pytest.raises(ValueError, match="cannot fold"):
+        cnn.backward(np.zeros((1, 3), np.float32), (-0.1, 1.0))

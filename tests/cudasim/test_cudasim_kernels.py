@@ -130,3 +130,13 @@ def test_gather_rows():
     out = kernels.gather_rows(x, idx, 0.5, impl="numba-cuda")
     np.testing.assert_allclose(out[:3], x[[8, 0, 3]] * np.float32(0.5))
     assert np.isnan(out[3]).all()
+
+
+def test_gemm_on_numpy_arrays_runs_the_reference():
+    """The numba-cuda twin's GEMM is cuBLAS (through CuPy); on the simulator's NumPy arrays it
+    must give the reference's result, not fail."""
+    rng = np.random.default_rng()
+    a, b, out = rng.random((5, 3)), rng.random((3, 4)), rng.random((5, 4))
+    expected = 0.5 * out - 2.0 * (a @ b)
+    kernels.gemm(a, b, out, -2.0, 0.5, impl="numba-cuda")
+    np.testing.assert_allclose(out, expected, **TOL[np.float64])

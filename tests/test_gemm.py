@@ -1,0 +1,104 @@
+"""kernels.gemm: every CPU twin against a float64 product, over dtypes x shapes x layouts x
+(alpha, beta); its argument errors; and the BLAS it calls being NumPy's own."""
+
+import numpy as np
+import pytest
+
+import kernels
+from kernels import blas
+
+CPU_IMPLS = kernels.implementations("cpu")
+SHAPES = [(1, 1, 1), (3, 1, 4), (1, 7, 1), (5, 7, 3), (33, 129, 17), (128, 784, 128)]
+SCALARS = [(1.0, 0.0), (-0.1, 1.0), (2.5, 0.5), (-1.0, 0.0)]
+
+
+def _operand(rng, shape, dtype, layout):
+    """``shape`` values in ``layout``: "c", "t" (the transpose of a C array, as ``x.T``)
+    or "strided" (every other column: neither, so gemm copies it)."""
+    x = rng.standard_normal(shape).astype(dtype)
+    if layout == "t":
+        return x.T.copy().T
+    if layout == "strided":
+        wide = np.zeros((shape[0], 2 * shape[1]), dtype)
+        wide[:, ::2] = x
+        return wide[:, ::2]
+    return x
+
+
+def test_numba_twin_is_numpys_blas():
+    """NumPy's wheels ship OpenBLAS with CBLAS symbols: the twin must find it, in this
+    process (the library NumPy loaded, so one thread pool), and name where."""
+    blas_name = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    if "openblas" not in blas_name:
+        pytest.skip(f"NumPy is built with {blas_name}, not OpenBLAS")
+    assert blas.FOUND is not None, blas.REASON
+    with open("/proc/self/maps") as maps:
+        assert blas.FOUND[3] in maps.read()
+    assert "numba" in CPU_IMPLS
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("layouts", [("c", "c"), ("c", "t"), ("t", "c"), ("t", "t"),
+                                     ("strided", "c")])
+@pytest.mark.parametrize("alpha,beta", SCALARS)
+def test_gemm_matrix(impl, dtype, shape, layouts, alpha, beta):
+    m, k, n = shape
+    rng = np.random.default_rng(np.random.SeedSequence().entropy % 2**32)
+    a, b = _operand(rng, (m, k), dtype, layouts[0]), _operand(rng, (k, n), dtype, layouts[1])
+    out = rng.standard_normal((m, n)).astype(dtype)
+    a0, b0 = a.copy(), b.copy()
+    a64, b64, out64 = a.astype(np.float64), b.astype(np.float64), out.astype(np.float64)
+    expected = alpha * (a64 @ b64) + beta * out64
+    # the classic bound of a k-term dot product in precision eps, plus the final roundings
+    eps = np.finfo(dtype).eps
+    bound = (k + 2) * eps * (abs(alpha) * (abs(a64) @ abs(b64)) + abs(beta * out64))
+    assert kernels.gemm(a, b, out, alpha, beta, impl=impl) is out
+    assert out.dtype == dtype
+    excess = abs(out - expected) - bound
+    assert excess.max() <= 0, f"worst element off by {excess.max():.3g} beyond the bound"
+    np.testing.assert_array_equal(a, a0)  # inputs untouched
+    np.testing.assert_array_equal(b, b0)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_beta_zero_does_not_read_out(impl):
+    """As in BLAS: with beta = 0 the old out is not read, so a NaN there is overwritten."""
+    a, b = np.ones((3, 2), np.float32), np.ones((2, 4), np.float32)
+    out = np.full((3, 4), np.nan, np.float32)
+    kernels.gemm(a, b, out, 0.5, 0.0, impl=impl)
+    np.testing.assert_array_equal(out, np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_zero_inner_size_scales_out(impl):
+    out = np.full((2, 3), 4.0)
+    kernels.gemm(np.zeros((2, 0)), np.zeros((0, 3)), out, 1.0, 0.5, impl=impl)
+    np.testing.assert_array_equal(out, np.full((2, 3), 2.0))
+
+
+def test_gemm_argument_errors():
+    a, b = np.ones((3, 2), np.float32), np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 4\) and dtype float32"):
+        kernels.gemm(a, b, np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="must share a dtype and the inner size"):
+        kernels.gemm(a, np.ones((3, 4), np.float32), np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="must share a dtype"):
+        kernels.gemm(a, b.astype(np.float64), np.zeros((3, 4), np.float32))
+    with pytest.raises(TypeError, match="a must be float32 or float64"):
+        kernels.gemm(a.astype(np.int64), b, np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        kernels.gemm(a, b, np.zeros((4, 3), np.float32).T)
+    with pytest.raises(ValueError, match="out is read-only"):
+        out = np.zeros((3, 4), np.float32)
+        out.flags.writeable = False
+        kernels.gemm(a, b, out)
+    with pytest.raises(TypeError, match="out is required"):
+        kernels.gemm(a, b, None)
+    square = np.ones((3, 3), np.float32)
+    with pytest.raises(ValueError, match="out must not share memory with a or b"):
+        kernels.gemm(square, square.T, square)
+    flat = np.zeros(30, np.float32)  # b and out: overlapping views of one buffer
+    with pytest.raises(ValueError, match="out must not share memory"):
+        kernels.gemm(square, flat[:12].reshape(3, 4), flat[9:21].reshape(3, 4))
