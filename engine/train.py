@@ -73,7 +73,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.partial_loss = 0, 0, 0.0
         self.history = []
         self._stop_requested = False
-        self._batches = {}
+        self._batches, self._losses = {}, None
         self.compile_seconds = kernels.prepare(backend.name)
 
     # -- data -------------------------------------------------------------------------
@@ -140,24 +140,38 @@ class Trainer:
         perm = self._prepare_epoch(epoch)
         labels = xp.take(self.y_train, perm)  # once per epoch, not a gather per step
         self._skip_dropout_draws(self.step_in_epoch)
-        loss_sum = xp.zeros((), np.float64)
+        losses = self._step_losses()
         first = self.step_in_epoch
         self.backend.synchronize()
         start = time.perf_counter()
         for s in range(first, self.steps_per_epoch):
             if self._stop_requested:
-                self._interrupt(epoch, s, loss_sum)
-            idx = perm[s * bs:(s + 1) * bs]
-            loss = self.step(idx, self.schedule(epoch * self.steps_per_epoch + s),
+                self._interrupt(epoch, s, self._loss_sum(losses, first, s))
+            loss = self.step(perm[s * bs:(s + 1) * bs],
+                             self.schedule(epoch * self.steps_per_epoch + s),
                              labels[s * bs:(s + 1) * bs])
-            loss_sum += loss * np.float32(idx.shape[0])
+            losses[s] = loss  # one device copy; summed once per epoch
             if bar is not None:
                 bar.update(1)
-        total = float(loss_sum) + self.partial_loss  # the epoch's one host sync
+        # the epoch's one host sync
+        total = self._loss_sum(losses, first, self.steps_per_epoch) + self.partial_loss
         seconds = time.perf_counter() - start
         samples = self.n_train - min(first * bs, self.n_train)
         self.step_in_epoch, self.partial_loss = 0, 0.0
         return total / self.n_train, seconds, samples
+
+    def _step_losses(self):
+        """The per-step mean losses of an epoch (reused), and each step's row count."""
+        if self._losses is None:
+            bs, n = self.config.batch_size, self.n_train
+            rows = [min(bs, n - s * bs) for s in range(self.steps_per_epoch)]
+            self._losses = self.xp.zeros(self.steps_per_epoch, np.float32)
+            self._rows = self.xp.asarray(np.array(rows, np.float64))
+        return self._losses
+
+    def _loss_sum(self, losses, first, stop):
+        """Summed training loss of steps ``first`` to ``stop`` (float64; a host read)."""
+        return float(self.xp.dot(losses[first:stop].astype(np.float64), self._rows[first:stop]))
 
     def step(self, idx, lr, labels=None):
         """One training step on the rows ``idx`` (a device array) whose labels are
@@ -240,7 +254,7 @@ class Trainer:
 
     def _interrupt(self, epoch, step, loss_sum):
         self.epoch, self.step_in_epoch = epoch, step
-        self.partial_loss += float(loss_sum)
+        self.partial_loss += loss_sum
         path = self.save()
         where = f"epoch {epoch + 1}, step {step}/{self.steps_per_epoch}"
         msg = (f"interrupted at {where}; checkpoint saved to {path}; continue with "

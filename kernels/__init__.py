@@ -208,6 +208,18 @@ def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, ch
     ``check=False`` skips the label range check (a device sync on CuPy) for labels validated
     at load time; a bad label then yields a NaN loss, never an out-of-bounds write.
     """
+    if (not check and type(logits) is np.ndarray and type(labels) is np.ndarray
+            and type(out) is np.ndarray and type(row_loss) is np.ndarray and logits.ndim == 2
+            and logits.dtype in FLOAT_DTYPES and logits.shape[1] and out.dtype is logits.dtype
+            and row_loss.dtype is logits.dtype and labels.dtype.kind in "iu"
+            and out.shape == logits.shape and labels.shape == row_loss.shape == logits.shape[:1]
+            and logits.flags.c_contiguous and labels.flags.c_contiguous
+            and out.flags.c_contiguous and out.flags.writeable
+            and row_loss.flags.c_contiguous and row_loss.flags.writeable):
+        # the training step's call (buffers given, labels checked at load): attribute reads
+        # instead of the checks below (5.4 -> 4.0 us at batch 128, of which 2.7 the twin)
+        total = _call_host(impl, "softmax_cross_entropy_rows", logits, labels, row_loss, out)
+        return _mean_loss(np, total, row_loss, logits.dtype), out
     xp = get_array_module(logits, labels, out, row_loss)
     logits = check_float("logits", logits, ndim=2)
     n, c = logits.shape
@@ -218,13 +230,19 @@ def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, ch
     row_loss = check_out("row_loss", row_loss, (n,), logits.dtype, logits)
     gx = xp.empty_like(logits) if out is None else out
     rows = xp.empty(n, logits.dtype) if row_loss is None else row_loss
-    dtype = logits.dtype.type
     total = _call(_resolve(impl, logits), "softmax_cross_entropy_rows", logits, labels, rows, gx)
-    if total is not None:  # the twin summed the rows itself (the CPU twins, in float64)
-        return xp.asarray(dtype(total / max(n, 1))), gx
+    return _mean_loss(xp, total, rows, logits.dtype), gx
+
+
+def _mean_loss(xp, total, rows, dtype):
+    """The mean row loss as a 0-d array of ``dtype``: from ``total`` where the twin summed
+    the rows itself (the CPU twins, in float64), else summed here."""
+    n = max(rows.shape[0], 1)
+    if total is not None:
+        return xp.array(total / n, dtype)
     loss = rows.sum(keepdims=True).reshape(())
-    loss *= dtype(1.0 / max(n, 1))  # in place: stays a 0-d array
-    return loss, gx
+    loss *= dtype.type(1.0 / n)  # in place: stays a 0-d array
+    return loss
 
 
 def _rows_by_features(name, a):
@@ -348,6 +366,9 @@ def _flat_buffers(names, arrays, written):
     return p.dtype.type
 
 
+_NO_VELOCITY = {dtype: np.empty(0, dtype) for dtype in FLOAT_DTYPES}  # v without momentum
+
+
 def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0, n_decay=None,
                impl=None):
     """One SGD step in place on the flat parameters ``p`` from gradients ``g``.
@@ -355,6 +376,18 @@ def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0, n_de
     ``v`` is the momentum buffer (updated in place; ignored when momentum is 0); weight decay
     applies to ``p[:n_decay]`` (all of ``p`` by default). PyTorch's SGD formula.
     """
+    if (type(p) is np.ndarray and type(g) is np.ndarray and p.ndim == 1
+            and p.dtype in FLOAT_DTYPES and g.dtype is p.dtype and g.shape == p.shape
+            and p.flags.c_contiguous and p.flags.writeable and g.flags.c_contiguous
+            and (not momentum or (type(v) is np.ndarray and v.dtype is p.dtype
+                                  and v.shape == p.shape and v.flags.c_contiguous
+                                  and v.flags.writeable))):
+        t = p.dtype.type  # the training step's call, checked in attribute reads
+        _call_host(impl, "sgd_update", p, g, v if momentum else _NO_VELOCITY[p.dtype], t(lr),
+                   t(momentum),
+                   bool(nesterov), t(weight_decay),
+                   p.size if n_decay is None else int(n_decay))
+        return
     arrays = (p, g) + ((v,) if momentum else ())
     t = _flat_buffers(("p", "g", "v")[:len(arrays)], arrays, ("p", "v"))
     v = v if momentum else p[:0]

@@ -271,6 +271,9 @@ def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
     """Same contract as :func:`kernels.reference.sgd_update`: one pass over the buffers."""
     if not momentum:
         v = p  # unused
+    if not weight_decay:  # one loop over all, without slicing views (the training call)
+        _sgd(p, g, v, lr, momentum, nesterov, weight_decay)
+        return
     zero = p.dtype.type(0)
     for part, decays in _segments(p.size, n_decay, not weight_decay):
         _sgd(p[part], g[part], v[part], lr, momentum, nesterov, weight_decay if decays else zero)

@@ -57,6 +57,13 @@ def test_softmax_ce_matrix(impl, dtype, shape, regime, layout):
     # and the twin equals the package reference bit-for-bit up to ulps
     loss_r, g_r = kernels.softmax_cross_entropy(x, t, impl="reference")
     np.testing.assert_allclose(g, g_r, **TOL[dtype])
+    # the training step's call (buffers given, labels checked at load) takes the fast path
+    out, row_loss = np.empty(shape, dtype), np.empty(shape[0], dtype)
+    loss_f, g_f = kernels.softmax_cross_entropy(np.ascontiguousarray(x), t, out=out,
+                                                row_loss=row_loss, check=False, impl=impl)
+    assert g_f is out and loss_f.shape == () and loss_f.dtype == dtype
+    np.testing.assert_array_equal(g_f, g)
+    np.testing.assert_array_equal(loss_f, loss)
 
 
 def _loose(dtype, regime):
