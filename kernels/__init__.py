@@ -47,14 +47,16 @@ _DEVICE_OF = {"reference": None, "numba": "cpu", "numba-cuda": "cuda", "cupy": "
 _state = {"mode": "fused", "broken": {}, "compile_seconds": {}}
 _resolved = {}  # (name, op) -> callable, so a hot-path call costs one dict lookup
 _active = {}  # (device, mode) -> twin name
-_host = {}  # (impl, mode, op) -> the twin's function, for the checked NumPy fast paths
+_host = {}  # (impl, op) -> the twin's function in the current mode, for the NumPy fast paths
 
 
 def set_mode(mode):
     """Use the fused kernels (``"fused"``) or the plain-xp reference (``"reference"``)."""
     if mode not in ("fused", "reference"):
         raise ValueError(f"kernels mode must be 'fused' or 'reference', got {mode!r}")
-    _state["mode"] = mode
+    if mode != _state["mode"]:
+        _state["mode"] = mode
+        _host.clear()  # its entries are for the mode they were resolved in
 
 
 def get_mode():
@@ -166,14 +168,14 @@ def _call(name, op, *args):
 def _call_host(impl, op, *args):
     """:func:`_call` for NumPy arguments already checked by a fast path: once a twin has run
     (compiled) for ``impl`` in this mode, one dict lookup."""
-    fn = _host.get((impl, _state["mode"], op))
+    fn = _host.get((impl, op))
     if fn is not None:
         return fn(*args)
     name = _resolve(impl, args[0])
     result = _call(name, op, *args)
     fn = _resolved.get((name, op))
     if fn is not None:
-        _host[(impl, _state["mode"], op)] = fn
+        _host[(impl, op)] = fn
     return result
 
 
@@ -329,10 +331,9 @@ def _host_activation_backward(gy, y, activation, out, gb, impl):
     if not (out is gy and type(gy) is np.ndarray and type(y) is np.ndarray
             and gy.ndim == 2 and gy.shape == y.shape and gy.dtype is y.dtype
             and y.dtype in FLOAT_DTYPES and activation in ACTIVATIONS
-            and gy.flags.c_contiguous and y.flags.c_contiguous and gy.flags.writeable
+            and gy.flags.carray and y.flags.c_contiguous  # carray: C-contiguous, writeable
             and (gb is None or (type(gb) is np.ndarray and gb.dtype is y.dtype
-                                and gb.shape == (y.shape[1],) and gb.flags.c_contiguous
-                                and gb.flags.writeable))):
+                                and gb.shape == (y.shape[1],) and gb.flags.carray))):
         return False
     _call_host(impl, "activation_backward", gy, y, activation, gb)
     return True

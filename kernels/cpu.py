@@ -248,14 +248,17 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     return _softmax_ce_fwd_bwd(x, t, row_loss, gx, x.dtype.type(1.0 / max(x.shape[0], 1)))
 
 
+_KINDS, _bias_act_fwd, _act_bwd = cpu_math.KINDS, cpu_math.bias_act_fwd, cpu_math.act_bwd
+
+
 def bias_activation(x, b, kind):
     """Same contract as :func:`kernels.reference.bias_activation`."""
-    cpu_math.bias_act_fwd(x, b, cpu_math.KINDS[kind])
+    _bias_act_fwd(x, b, _KINDS[kind])
 
 
 def activation_backward(g, y, kind, gb):
     """Same contract as :func:`kernels.reference.activation_backward`."""
-    cpu_math.act_bwd(g, y, gb, cpu_math.KINDS[kind])
+    _act_bwd(g, y, gb, _KINDS[kind])
 
 
 def _segments(size, n_decay, uniform):

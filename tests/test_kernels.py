@@ -360,8 +360,37 @@ def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
     g = np.ones_like(y)  # the in-place fast path now runs the reference as well
     assert kernels.sigmoid_backward(g, y, out=g) is g
     np.testing.assert_array_equal(g, 0.25)
-    assert kernels._host[(None, "fused", "activation_backward")] is reference.activation_backward
+    assert kernels._host[(None, "activation_backward")] is reference.activation_backward
     assert kernels.active_implementation("cpu") == "reference"
+
+
+def test_a_mode_switch_reroutes_the_fast_paths(monkeypatch):
+    """The fast paths' cache holds one mode's twins: switching mode must empty it."""
+    calls = []
+
+    def spy(*args):
+        calls.append(args[2])
+        return reference_backward(*args)
+
+    reference_backward = reference.activation_backward
+    monkeypatch.setattr(reference, "activation_backward", spy)
+    monkeypatch.setattr(kernels, "_resolved", {})
+    monkeypatch.setattr(kernels, "_host", {})
+    y = np.full((2, 2), 0.5)
+    g = np.ones_like(y)
+    try:
+        kernels.set_mode("fused")
+        kernels.sigmoid_backward(g, y, out=g)
+        kernels.set_mode("fused")  # the same mode: the cache stays
+        assert kernels._host and calls == []
+        kernels.set_mode("reference")
+        kernels.sigmoid_backward(g, y, out=g)
+        assert calls == ["sigmoid"]
+    finally:
+        kernels.set_mode("fused")
+    kernels.sigmoid_backward(g, y, out=g)
+    assert calls == ["sigmoid"]
+    np.testing.assert_array_equal(g, 0.25 ** 3)
 
 
 def test_a_call_the_reference_rejects_too_does_not_break_the_twin(monkeypatch):
