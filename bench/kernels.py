@@ -29,7 +29,8 @@ def _cases(xp, batch, rng):
     b = xp.asarray(rng.standard_normal(128).astype(np.float32))
     pixels = xp.asarray(rng.integers(0, 256, (60000, 784)).astype(np.uint8))
     idx = xp.asarray(rng.permutation(60000)[:batch])
-    xb = xp.empty((batch, 784), np.float32)
+    xb = xp.asarray(rng.random((batch, 784)).astype(np.float32))
+    w = xp.asarray(rng.standard_normal((784, 128)).astype(np.float32))
 
     def restore():
         gy[...] = gy0
@@ -46,6 +47,10 @@ def _cases(xp, batch, rng):
             gy, b, "relu", impl=impl), restore),
         "gather_rows (Bx784 uint8)": (lambda impl: kernels.gather_rows(
             pixels, idx, 1 / 255, out=xb, impl=impl), None),
+        # the folded SGD step of a 784x128 layer: W = W - lr x.T gy (the reference: matmul,
+        # then passes for alpha and the sum)
+        "gemm W -= lr x.T gy (784x128)": (lambda impl: kernels.gemm(
+            xb.T, gy0, w, -1e-7, 1.0, impl=impl), None),
     }
 
 
