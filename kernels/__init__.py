@@ -419,6 +419,13 @@ def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
     x: (N, F) uint8 or float; idx: (B,) integers. ``out`` (B, F) float32/float64 (a new
     float32 array by default). Out-of-range indices give NaN rows, never an out-of-bounds read.
     """
+    if (type(out) is np.ndarray and type(x) is np.ndarray and type(idx) is np.ndarray
+            and x.ndim == 2 and idx.ndim == 1 and idx.dtype.kind in "iu"
+            and out.dtype in FLOAT_DTYPES and out.shape == (idx.shape[0], x.shape[1])
+            and x.flags.c_contiguous and out.flags.carray):
+        # the training step's call (its reusable batch buffer), checked in attribute reads
+        _call_host(impl, "gather_rows", x, idx, out.dtype.type(scale), out)
+        return out
     xp = get_array_module(x, idx, out)
     if x.ndim != 2 or getattr(idx, "ndim", None) != 1 or idx.dtype.kind not in "iu":
         raise ValueError(f"gather_rows needs a 2-D x and 1-D integer idx, got x "

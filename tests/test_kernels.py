@@ -503,6 +503,11 @@ def test_gather_rows_twin(impl, src, dtype):
     out = kernels.gather_rows(x, bad, 1.0, impl=impl)
     np.testing.assert_array_equal(out[0], x[3])
     assert np.isnan(out[1:]).all()
+    # the training call (a reusable buffer, int32 or strided indices): the same rows
+    buf = np.full((17, 13), 7.0, dtype)
+    for ix in (idx.astype(np.int32), np.repeat(idx, 2)[::2]):
+        assert kernels.gather_rows(x, ix, 1 / 255, out=buf, impl=impl) is buf
+        np.testing.assert_allclose(buf, x[idx].astype(np.float64) / 255, **TOL[np.float32])
 
 
 def test_optimizer_buffer_errors():
