@@ -74,7 +74,7 @@ class SGD(Optimizer):
 
     Plain SGD (no momentum) with fused kernels folds the weights' step into backward:
     ``W = (1 - lr wd) W - lr x.T gy`` in one GEMM, the same formula without writing and
-    re-reading the weight gradient (784-128-10, batch 128: a step 10% faster, measured).
+    re-reading the weight gradient (784-128-10, batch 128: 397 against 423 us a step).
     ``fold=False`` keeps the separate update.
     """
 
@@ -92,8 +92,10 @@ class SGD(Optimizer):
         self._rest = (model.params[n_decay:], model.grads[n_decay:])
 
     def fold_factors(self, lr):
+        # Only with a GEMM twin of its own: the reference GEMM with beta costs more passes
+        # than the separate update (and in reference mode the step stays the plain spec).
         if (self.momentum or not self.fold or not self.model.foldable
-                or kernels.get_mode() != "fused"):
+                or not kernels.has_twin("gemm", self.model.params)):
             return None
         return -lr, 1.0 - lr * self.weight_decay
 

@@ -35,8 +35,8 @@ OPS = ("softmax_cross_entropy", "bias_activation", "activation_backward", "sgd_u
        "maxpool_backward")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 __all__ = [*OPS, "sigmoid_backward", "column_sum", "ACTIVATIONS", "set_mode", "get_mode",
-           "set_fused", "implementations", "active_implementation", "describe", "prepare",
-           "get_array_module"]
+           "set_fused", "implementations", "active_implementation", "has_twin", "describe",
+           "prepare", "get_array_module"]
 
 # Fused twin per device. CPU: numba, measured faster than NumPy for every op (README,
 # bench/kernels.py). GPU: numba-cuda until a lent GPU measures the alternatives.
@@ -48,6 +48,7 @@ _state = {"mode": "fused", "broken": {}, "compile_seconds": {}}
 _resolved = {}  # (name, op) -> callable, so a hot-path call costs one dict lookup
 _active = {}  # (device, mode) -> twin name
 _host = {}  # (impl, op) -> the twin's function in the current mode, for the NumPy fast paths
+_has = {}  # (twin, op) -> whether the twin has op (has_twin)
 
 
 def set_mode(mode):
@@ -101,6 +102,18 @@ def prepare(device):
     return _state["compile_seconds"].get(name, 0.0)
 
 
+def has_twin(op, like):
+    """True when the twin active for ``like``'s device (NumPy: cpu, CuPy: cuda) has a kernel
+    of its own for ``op``, not the reference it falls back to (e.g. ``gemm`` where NumPy's
+    BLAS was not found)."""
+    name = _resolve(None, like)
+    found = _has.get((name, op))
+    if found is None:
+        module = _load(name) if name != "reference" else None
+        found = _has[(name, op)] = module is not None and hasattr(module, op)
+    return found
+
+
 def describe(device="cpu"):
     """Active twin, fallback reasons and compile seconds, for ``xptrain info``."""
     prepare(device)
@@ -126,6 +139,7 @@ def _mark_broken(name, reason):
         _resolved.clear()
         _active.clear()
         _host.clear()
+        _has.clear()
         warnings.warn(f"kernels: {name} unavailable ({reason}); using the reference",
                       RuntimeWarning, stacklevel=3)
 

@@ -37,6 +37,15 @@ def test_numba_twin_is_numpys_blas():
     assert "numba" in CPU_IMPLS
 
 
+def test_blas_search_says_why_it_found_nothing(monkeypatch):
+    monkeypatch.setattr(blas, "_candidates", lambda: [])
+    assert blas.find() == (None, "no CBLAS sgemm/dgemm in the BLAS NumPy loaded (none found)")
+    monkeypatch.setattr(blas, "_candidates", lambda: ["libm.so.6", "/nonexistent/libblas.so"])
+    found, reason = blas.find()
+    assert found is None
+    assert "libm.so.6: no CBLAS gemm symbols" in reason and "libblas.so: " in reason
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
