@@ -22,7 +22,8 @@ def _run(benchmark, backend, fn):
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("kernel", ["softmax_cross_entropy (Bx10)", "sigmoid_backward (Bx128)",
                                     "sigmoid_backward + bias grad", "bias + sigmoid (Bx128)",
-                                    "bias + relu (Bx128)", "gather_rows (Bx784 uint8)"])
+                                    "bias + relu (Bx128)", "gather_rows (Bx784 uint8)",
+                                    "gemm W -= lr x.T gy (784x128)"])
 def test_kernel(benchmark, backend, kernel, batch, which):
     import numpy as np
 
