@@ -137,9 +137,12 @@ def gemm(a, b, out, alpha, beta):
     """Same contract as :func:`kernels.reference.gemm`: one cuBLAS call (``cupy.cublas.gemm``
     takes C- or F-contiguous operands as they are) on CuPy's current stream. NumPy arrays
     (the numba-cuda twin under the CUDA simulator) go to the reference."""
-    if not is_cupy_array(out):
+    gemm_fn = None
+    if is_cupy_array(out):
+        from cupy import cublas
+
+        gemm_fn = getattr(cublas, "gemm", None)  # absent in older CuPy releases
+    if gemm_fn is None:
         reference.gemm(a, b, out, alpha, beta)
         return
-    from cupy import cublas
-
-    cublas.gemm("N", "N", a, b, out=out, alpha=alpha, beta=beta)
+    gemm_fn("N", "N", a, b, out=out, alpha=alpha, beta=beta)
