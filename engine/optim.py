@@ -88,20 +88,24 @@ class SGD(Optimizer):
         if momentum == 0:
             self.state_names = ()
         super().__init__(model, weight_decay)
-        n_decay = model.n_decay  # the rest, the biases, take no decay
-        self._rest = (model.params[n_decay:], model.grads[n_decay:])
+        self._rest = None  # (n_folded, params after it, grads after it)
 
     def fold_factors(self, lr):
         # Only with a GEMM twin of its own: the reference GEMM with beta costs more passes
         # than the separate update (and in reference mode the step stays the plain spec).
-        if (self.momentum or not self.fold or not self.model.foldable
+        if (self.momentum or not self.fold or not self.model.n_folded
                 or not kernels.has_twin("gemm", self.model.params)):
             return None
         return -lr, 1.0 - lr * self.weight_decay
 
     def _update_rest(self, lr):
-        if self._rest[0].size:
-            kernels.sgd_update(*self._rest, None, lr)
+        m = self.model
+        if self._rest is None or self._rest[0] != m.n_folded:
+            self._rest = (m.n_folded, m.params[m.n_folded:], m.grads[m.n_folded:])
+        n, p, g = self._rest
+        if p.size:  # decay on the unfolded weights, params[n_folded:n_decay]
+            kernels.sgd_update(p, g, None, lr, 0.0, False, self.weight_decay,
+                               max(m.n_decay - n, 0))
 
     def _update(self, p, g, lr):
         kernels.sgd_update(p, g, self.state.get("velocity"), lr, self.momentum, self.nesterov,

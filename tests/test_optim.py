@@ -132,6 +132,7 @@ def test_no_fold_without_a_gemm_twin(monkeypatch):
     monkeypatch.delattr(cpu, "gemm", raising=False)
     monkeypatch.setattr(kernels, "_has", {})
     model, _ = setup()
+    model.set_fold_min_size(1)
     assert SGD(model).fold_factors(0.1) is None
     monkeypatch.undo()
     monkeypatch.setattr(kernels, "_has", {})
@@ -146,12 +147,14 @@ def _batch(model, seed):
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.05])
-def test_sgd_folded_into_backward_is_the_same_step(kernel_mode, wd):
+@pytest.mark.parametrize("fold_min", [0, 12])
+def test_sgd_folded_into_backward_is_the_same_step(kernel_mode, wd, fold_min):
     """Plain SGD with fused kernels folds the weights' step into backward: the step equals
     backward + the separate update (formula of test_sgd_formula), and the weight
     gradients are not written."""
     folded, _ = setup()
     plain, _ = setup()
+    folded.set_fold_min_size(fold_min)  # both weights (0) or the first only (12)
     opt_f, opt_p = SGD(folded, weight_decay=wd), SGD(plain, weight_decay=wd, fold=False)
     for step, lr in enumerate([0.1, 0.05, 0.02]):
         x, gy = _batch(folded, step)
@@ -159,20 +162,23 @@ def test_sgd_folded_into_backward_is_the_same_step(kernel_mode, wd):
         assert (fold is not None) == (kernel_mode == "fused" and CAN_FOLD)
         if fold is not None:
             assert fold == (-lr, 1.0 - lr * wd)
-        folded.grads[:folded.n_decay] = 7.0  # must stay: gW is not written when folded
+        folded.grads[:folded.n_folded] = 7.0  # must stay: gW is not written when folded
         for model, opt, f in ((folded, opt_f, fold), (plain, opt_p, None)):
             model.forward(x, train=True)
             model.backward(gy, f)
             opt.step(lr, folded=f is not None)
         np.testing.assert_allclose(folded.params, plain.params, rtol=1e-12, atol=1e-13)
-        np.testing.assert_allclose(folded.grads[folded.n_decay:], plain.grads[plain.n_decay:],
-                                   rtol=1e-12, atol=1e-13)
+        n = folded.n_folded
+        assert n == (12 + 8 if fold_min == 0 else 12)  # W (3 x 4), W (4 x 2)
+        np.testing.assert_allclose(folded.grads[n:], plain.grads[n:], rtol=1e-12, atol=1e-13)
         if fold is not None:
-            assert (folded.grads[:folded.n_decay] == 7.0).all()
+            assert (folded.grads[:n] == 7.0).all()
 
 
 def test_fold_only_where_it_is_the_same_formula(kernel_mode):
     model, _ = setup()
+    assert model.n_folded == 0  # weights of 12 and 8 entries: below the size where it pays
+    model.set_fold_min_size(1)
     # only with the fused kernels: the reference mode is the plain-xp specification
     assert (SGD(model).fold_factors(0.1) is not None) == (kernel_mode == "fused" and CAN_FOLD)
     assert SGD(model, momentum=0.9).fold_factors(0.1) is None  # momentum needs the gradient
@@ -183,6 +189,7 @@ def test_fold_only_where_it_is_the_same_formula(kernel_mode):
     from engine.model import build_model
 
     cnn = build_model("conv4-pool-fc8", 16, (4, 4), (), 3, "relu", 0.0, np, 0)
-    assert not cnn.foldable and SGD(cnn).fold_factors(0.1) is None  # conv weights decay too
+    cnn.set_fold_min_size(1)
+    assert cnn.n_folded == 0 and SGD(cnn).fold_factors(0.1) is None  # a conv weight first
     with pytest.raises(ValueError, match="cannot fold"):
         cnn.backward(np.zeros((1, 3), np.float32), (-0.1, 1.0))
