@@ -2,7 +2,7 @@
 
 Why: ``np.matmul`` has no ``beta``, so ``W -= lr * (x.T @ gy)`` costs the product, a write of
 the gradient and one more pass over parameters and gradient. With ``beta`` the SGD update rides
-in the product (``alpha = -lr, beta = 1``): 784-128-10 at batch 128 went from 423 to 397 us a
+in the product (``alpha = -lr, beta = 1``): 784-128-10 at batch 128 went from 425 to 396 us a
 step (blocks of 500 steps, the 2-core EPYC). ``ctypes`` costs about 7 us for a call of 14
 arguments; a Numba function calling the same symbol about 0.7 us.
 
