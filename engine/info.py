@@ -50,5 +50,5 @@ def _gemm_line():
 
     if blas.FOUND is None:
         return f"reference (np.matmul and a pass for alpha/beta): {blas.REASON}"
-    return (f"NumPy's BLAS from Numba, {'64' if blas.FOUND[2] else '32'}-bit integers: "
-            f"{os.path.basename(blas.FOUND[3])}")
+    return (f"NumPy's BLAS from Numba, {'64' if blas.FOUND.ilp64 else '32'}-bit integers: "
+            f"{os.path.basename(blas.FOUND.path)}")

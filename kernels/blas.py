@@ -19,6 +19,7 @@ it is used. Not found (MKL, Accelerate, a BLAS without CBLAS symbols): :data:`FO
 import ctypes
 import glob
 import os
+from collections import namedtuple
 
 import numpy as np
 from llvmlite import ir
@@ -26,6 +27,7 @@ from numba import types
 from numba.extending import intrinsic
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+Blas = namedtuple("Blas", "sgemm dgemm ilp64 path")  # addresses, 64-bit integers, library
 # (sgemm, dgemm, 64-bit integers): scipy-openblas (NumPy >= 2 wheels), then OpenBLAS's own.
 SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True),
            ("cblas_sgemm64_", "cblas_dgemm64_", True),
@@ -69,7 +71,7 @@ def _self_test(address, ilp64, dtype):
 
 
 def find():
-    """``(sgemm address, dgemm address, ilp64, library path)``, or ``(None, reason)``."""
+    """``(Blas, None)``, or ``(None, reason)`` when no usable library was found."""
     tried = []
     for path in _candidates():
         try:
@@ -87,7 +89,7 @@ def find():
                     and _self_test(d_addr, ilp64, np.float64)):
                 tried.append(f"{os.path.basename(path)}: {s_name} gave a wrong product")
                 continue
-            return (s_addr, d_addr, ilp64, path), None
+            return Blas(s_addr, d_addr, ilp64, path), None
         tried.append(f"{os.path.basename(path)}: no CBLAS gemm symbols")
     return None, ("no CBLAS sgemm/dgemm in the BLAS NumPy loaded"
                   + (f" ({'; '.join(tried)})" if tried else " (none found)"))

@@ -314,7 +314,7 @@ def _gemm(a, b, out, alpha, beta, s_fn, d_fn, ilp64):
 
 
 if blas.FOUND is not None:  # else no twin: the dispatcher runs the reference (np.matmul)
-    _S_FN, _D_FN, _ILP64 = blas.FOUND[:3]
+    _S_FN, _D_FN, _ILP64 = blas.FOUND.sgemm, blas.FOUND.dgemm, blas.FOUND.ilp64
 
     def gemm(a, b, out, alpha, beta):
         """Same contract as :func:`kernels.reference.gemm`: one BLAS call, in NumPy's BLAS."""

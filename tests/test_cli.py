@@ -56,7 +56,7 @@ def test_info(capsys):
     from kernels import blas
 
     gemm = next(line for line in out.splitlines() if line.startswith("gemm (cpu):"))
-    assert (blas.REASON if blas.FOUND is None else os.path.basename(blas.FOUND[3])) in gemm
+    assert (blas.REASON if blas.FOUND is None else os.path.basename(blas.FOUND.path)) in gemm
 
 
 @pytest.mark.parametrize("argv,message", [
