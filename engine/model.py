@@ -32,9 +32,9 @@ class Sequential:
             offset += size
         self.n_decay = sum(int(np.prod(shape)) for _, _, shape, decays in specs if decays)
         self._linears = [layer for layer in self.layers if isinstance(layer, Linear)]
-        self.set_fold_min_size(FOLD_MIN_SIZE)
         self.params = xp.zeros(offset, self.dtype)
         self.grads = xp.zeros(offset, self.dtype)
+        self.set_fold_min_size(FOLD_MIN_SIZE)
         self._bind()
         self.load_state_dict(self._draw(seed))
 
@@ -99,6 +99,8 @@ class Sequential:
                 break
             self._fold_layers.append(layer)
             self.n_folded = stop
+        # what an optimizer updates itself after a folded backward
+        self.unfolded = (self.params[self.n_folded:], self.grads[self.n_folded:])
 
     def dropout_layers(self):
         return [layer for layer in self.layers if isinstance(layer, Dropout)]

@@ -88,7 +88,6 @@ class SGD(Optimizer):
         if momentum == 0:
             self.state_names = ()
         super().__init__(model, weight_decay)
-        self._rest = None  # (n_folded, params after it, grads after it)
 
     def fold_factors(self, lr):
         # Only with a GEMM twin of its own: the reference GEMM with beta costs more passes
@@ -100,12 +99,10 @@ class SGD(Optimizer):
 
     def _update_rest(self, lr):
         m = self.model
-        if self._rest is None or self._rest[0] != m.n_folded:
-            self._rest = (m.n_folded, m.params[m.n_folded:], m.grads[m.n_folded:])
-        n, p, g = self._rest
+        p, g = m.unfolded
         if p.size:  # decay on the unfolded weights, params[n_folded:n_decay]
             kernels.sgd_update(p, g, None, lr, 0.0, False, self.weight_decay,
-                               max(m.n_decay - n, 0))
+                               max(m.n_decay - m.n_folded, 0))
 
     def _update(self, p, g, lr):
         kernels.sgd_update(p, g, self.state.get("velocity"), lr, self.momentum, self.nesterov,
