@@ -19,6 +19,7 @@ that cannot be imported or fails to compile is replaced by the reference, with o
 an op a twin does not have (the GPU twins have no im2col) runs the reference.
 """
 
+import functools
 import importlib
 import time
 import warnings
@@ -180,8 +181,8 @@ def _call(name, op, *args):
 
 
 def _call_host(impl, op, *args):
-    """:func:`_call` for NumPy arguments already checked by a fast path: once a twin has run
-    (compiled) for ``impl`` in this mode, one dict lookup."""
+    """:func:`_call` for NumPy arguments already checked by a fast path; caches the twin's
+    function for ``(impl, op)`` in this mode once it has run (compiled)."""
     fn = _host.get((impl, op))
     if fn is not None:
         return fn(*args)
@@ -191,6 +192,13 @@ def _call_host(impl, op, *args):
     if fn is not None:
         _host[(impl, op)] = fn
     return result
+
+
+def _host_fn(impl, op):
+    """What a NumPy fast path calls on a cache miss. The fast paths write
+    ``fn = _host.get((impl, op)) or _host_fn(impl, op)``, so a hit calls the twin with no
+    frame in between (0.1 us of a 2.4 us sigmoid backward at batch 128, measured)."""
+    return functools.partial(_call_host, impl, op)
 
 
 def _first_call(name, op, fn, args):
@@ -233,7 +241,9 @@ def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, ch
             and out.flags.carray and row_loss.flags.carray):  # carray: C-contiguous, writeable
         # the training step's call (buffers given, labels checked at load): attribute reads
         # instead of the checks below (5.4 -> 4.7 us at batch 128, of which 2.7 the twin)
-        total = _call_host(impl, "softmax_cross_entropy_rows", logits, labels, row_loss, out)
+        op = "softmax_cross_entropy_rows"
+        fn = _host.get((impl, op)) or _host_fn(impl, op)
+        total = fn(logits, labels, row_loss, out)
         return _mean_loss(np, total, row_loss, logits.dtype), out
     xp = get_array_module(logits, labels, out, row_loss)
     logits = check_float("logits", logits, ndim=2)
@@ -284,7 +294,8 @@ def bias_activation(x, b, activation, impl=None):
             and x.flags.c_contiguous and x.flags.writeable and activation in ACTIVATIONS
             and (b is None or (type(b) is np.ndarray and b.dtype is x.dtype
                                and b.shape == (x.shape[1],) and b.flags.c_contiguous))):
-        _call_host(impl, "bias_activation", x, b, activation)
+        fn = _host.get((impl, "bias_activation")) or _host_fn(impl, "bias_activation")
+        fn(x, b, activation)
         return x  # the training step's call, checked in a few attribute reads
     get_array_module(x, b)
     _check_activation(activation)
@@ -348,7 +359,8 @@ def _host_activation_backward(gy, y, activation, out, gb, impl):
             and (gb is None or (type(gb) is np.ndarray and gb.dtype is y.dtype
                                 and gb.shape == (y.shape[1],) and gb.flags.carray))):
         return False
-    _call_host(impl, "activation_backward", gy, y, activation, gb)
+    fn = _host.get((impl, "activation_backward")) or _host_fn(impl, "activation_backward")
+    fn(gy, y, activation, gb)
     return True
 
 
@@ -396,9 +408,10 @@ def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0, n_de
             and (not momentum or (type(v) is np.ndarray and v.dtype is p.dtype
                                   and v.shape == p.shape and v.flags.carray))):
         t = p.dtype.type  # the training step's call, checked in attribute reads
-        _call_host(impl, "sgd_update", p, g, v if momentum else _NO_VELOCITY[p.dtype], t(lr),
-                   t(momentum), bool(nesterov), t(weight_decay),
-                   p.size if n_decay is None else int(n_decay))
+        fn = _host.get((impl, "sgd_update")) or _host_fn(impl, "sgd_update")
+        fn(p, g, v if momentum else _NO_VELOCITY[p.dtype], t(lr),
+           t(momentum), bool(nesterov), t(weight_decay),
+           p.size if n_decay is None else int(n_decay))
         return
     arrays = (p, g) + ((v,) if momentum else ())
     t = _flat_buffers(("p", "g", "v")[:len(arrays)], arrays, ("p", "v"))
@@ -435,7 +448,8 @@ def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
             and out.dtype in FLOAT_DTYPES and out.shape == (idx.shape[0], x.shape[1])
             and x.flags.c_contiguous and out.flags.carray):
         # the training step's call (its reusable batch buffer), checked in attribute reads
-        _call_host(impl, "gather_rows", x, idx, out.dtype.type(scale), out)
+        fn = _host.get((impl, "gather_rows")) or _host_fn(impl, "gather_rows")
+        fn(x, idx, out.dtype.type(scale), out)
         return out
     xp = get_array_module(x, idx, out)
     if x.ndim != 2 or getattr(idx, "ndim", None) != 1 or idx.dtype.kind not in "iu":
@@ -470,7 +484,8 @@ def gemm(a, b, out, alpha=1.0, beta=0.0, impl=None):
             and not np.may_share_memory(out, a) and not np.may_share_memory(out, b)):
         # the training step's call, checked in attribute reads; scalars stay Python floats
         # (the Numba twin casts them; a NumPy scalar built per call cost 0.25 us each)
-        _call_host(impl, "gemm", a, b, out, alpha, beta)
+        fn = _host.get((impl, "gemm")) or _host_fn(impl, "gemm")
+        fn(a, b, out, alpha, beta)
         return out
     xp = get_array_module(a, b, out)
     a, b = _operand("a", a), _operand("b", b)
