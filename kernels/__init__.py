@@ -28,13 +28,13 @@ import numpy as np
 
 from . import reference
 from .reference import column_sum  # the bias-gradient sum (ones @ g), for layers too
-from ._checks import (FLOAT_DTYPES, check_float, check_labels, check_out, check_writeable,
-                      get_array_module, is_cupy_array)
+from ._checks import (ACTIVATION_KINDS, FLOAT_DTYPES, check_float, check_labels, check_out,
+                      check_writeable, get_array_module, is_cupy_array)
 
 OPS = ("softmax_cross_entropy", "bias_activation", "activation_backward", "sgd_update",
        "adam_update", "gather_rows", "gemm", "im2col", "col2im", "maxpool_forward",
        "maxpool_backward")
-ACTIVATIONS = ("sigmoid", "relu", "tanh")
+ACTIVATIONS = tuple(ACTIVATION_KINDS)  # ("sigmoid", "relu", "tanh")
 __all__ = [*OPS, "sigmoid_backward", "column_sum", "ACTIVATIONS", "set_mode", "get_mode",
            "set_fused", "implementations", "active_implementation", "has_twin", "describe",
            "prepare", "get_array_module"]

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# The activations by name, and the code every twin's kernels branch on (kind == 0 ...).
+ACTIVATION_KINDS = {"sigmoid": 0, "relu": 1, "tanh": 2}
 
 
 def is_cupy_array(a):

@@ -24,6 +24,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from ._checks import ACTIVATION_KINDS
+
 _F = np.float32
 _LOG2E = _F(1.4426950408889634)
 _LN2_HI = _F(0.693359375)  # 9 significant bits: n * _LN2_HI is exact for |n| < 2**15
@@ -116,7 +118,7 @@ fast_tanh = _float32_fast(_tanh_f32, math.tanh, "tanh(z) (float32: vectorizable;
 # loop-invariant kind, so each kind runs its own vectorized loop (measured: as fast as
 # three separate kernels) ---------------------------------------------------------------
 
-KINDS = {"sigmoid": 0, "relu": 1, "tanh": 2}
+KINDS = ACTIVATION_KINDS
 
 
 def one_like(a):

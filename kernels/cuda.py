@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from ._checks import ACTIVATION_KINDS as _KIND
 from .cupy_native import gemm  # noqa: F401 - cuBLAS: a GEMM is no job for a hand-written kernel
 
 THREADS = 128
@@ -178,9 +179,6 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     blocks, threads, stream = _launch_config(x.shape[0])
     inv_n = x.dtype.type(1.0 / max(x.shape[0], 1))
     _build()["softmax_ce"][blocks, threads, stream](*_device_args(x, t, row_loss, gx), inv_n)
-
-
-_KIND = {"sigmoid": 0, "relu": 1, "tanh": 2}
 
 
 def bias_activation(x, b, kind):
