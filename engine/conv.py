@@ -14,7 +14,8 @@ from .init import draw_weight
 from .layers import Layer
 
 
-def _out_size(size, k, stride, pad):
+def out_size(size, k, stride, pad):
+    """Output positions of k-wide windows with ``stride`` over ``size`` padded by ``pad``."""
     return (size + 2 * pad - k) // stride + 1
 
 
@@ -69,7 +70,7 @@ class Conv2D(Layer):
 
     def _geometry(self, x):
         n, h, w, _ = x.shape
-        return n, _out_size(h, self.k, self.stride, self.pad), _out_size(
+        return n, out_size(h, self.k, self.stride, self.pad), out_size(
             w, self.k, self.stride, self.pad)
 
     def forward(self, x, train=False):
@@ -114,7 +115,7 @@ class MaxPool2D(Layer):
 
     def forward(self, x, train=False):
         n, h, w, c = x.shape
-        oh, ow = _out_size(h, self.k, self.stride, 0), _out_size(w, self.k, self.stride, 0)
+        oh, ow = out_size(h, self.k, self.stride, 0), out_size(w, self.k, self.stride, 0)
         y = self.buffer("y", (n, oh, ow, c), x.dtype)
         self.arg = self.buffer("arg", (n, oh, ow, c), np.uint8)
         self.x_shape = x.shape

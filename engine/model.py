@@ -175,7 +175,7 @@ def parse_layers(text, image_shape, n_classes, activation="relu"):
     The output Linear to ``n_classes`` is appended.
     """
     act = _activation(activation)
-    from .conv import Conv2D, Flatten, MaxPool2D, Reshape
+    from .conv import Conv2D, Flatten, MaxPool2D, Reshape, out_size
 
     h, w = image_shape
     c, flat, layers = 1, None, [Reshape((h, w, 1))]
@@ -190,7 +190,7 @@ def parse_layers(text, image_shape, n_classes, activation="relu"):
             f, k = int(m.group(2)), int(m.group(3) or 3)
             stride, pad = int(m.group(4) or 1), int(m.group(5) or k // 2)
             layers += [Conv2D(c, f, k, stride, pad, init_for(activation)), act()]
-            h, w, c = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1, f
+            h, w, c = out_size(h, k, stride, pad), out_size(w, k, stride, pad), f
         elif token.startswith("pool"):
             k = int(m.group(6) or 2)
             stride = int(m.group(7) or k)
@@ -201,7 +201,7 @@ def parse_layers(text, image_shape, n_classes, activation="relu"):
                 layers.insert(len(layers) - 1, MaxPool2D(k, stride))
             else:
                 layers.append(MaxPool2D(k, stride))
-            h, w = (h - k) // stride + 1, (w - k) // stride + 1
+            h, w = out_size(h, k, stride, 0), out_size(w, k, stride, 0)
         elif m.group(8):
             if flat is None:
                 layers.append(Flatten())
