@@ -181,11 +181,9 @@ def _call(name, op, *args):
 
 
 def _call_host(impl, op, *args):
-    """:func:`_call` for NumPy arguments already checked by a fast path; caches the twin's
-    function for ``(impl, op)`` in this mode once it has run (compiled)."""
-    fn = _host.get((impl, op))
-    if fn is not None:
-        return fn(*args)
+    """:func:`_call` for NumPy arguments already checked by a fast path that found nothing
+    in ``_host`` (see :func:`_host_fn`); caches the twin's function for ``(impl, op)`` in
+    this mode once it has run (compiled)."""
     name = _resolve(impl, args[0])
     result = _call(name, op, *args)
     fn = _resolved.get((name, op))

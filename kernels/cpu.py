@@ -278,7 +278,7 @@ def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
         _sgd(p, g, v, lr, momentum, nesterov, weight_decay)
         return
     zero = p.dtype.type(0)
-    for part, decays in _segments(p.size, n_decay, not weight_decay):
+    for part, decays in _segments(p.size, n_decay, False):  # weight_decay != 0 here
         _sgd(p[part], g[part], v[part], lr, momentum, nesterov, weight_decay if decays else zero)
 
 
