@@ -261,6 +261,42 @@ def activation_backward(g, y, kind, gb):
     _act_bwd(g, y, gb, _KINDS[kind])
 
 
+def _act_bwd_exact(g, y, gb, code):
+    # activation_backward for exact_entry: shapes checked here, types by the signatures
+    if g.shape != y.shape or (gb is not None and gb.shape[0] != g.shape[1]):
+        return False
+    _act_bwd(g, y, gb, code)
+    return True
+
+
+_EXACT = {}
+
+
+def exact_entry(op):
+    """The training step's entry for ``op``, or None where there is none (every op but
+    ``activation_backward``, called as ``fn(g, y, gb, code)``, in place, with the code of
+    ``_checks.ACTIVATION_KINDS``).
+
+    A Numba dispatcher compiled for exactly the types of the step's call (2-D C-contiguous,
+    writeable, aligned float32 or float64 arrays of one dtype; ``gb`` 1-D or None) that
+    never compiles more: other types raise ``TypeError`` before anything runs, so Numba's
+    own type match, done in C, stands in for the boundary's attribute checks (0.36 us of a
+    2.5 us sigmoid backward at batch 128, measured). It returns False, having done nothing,
+    when the shapes do not fit. Compiled on first request (cached on disk as the rest).
+    """
+    if op != "activation_backward":
+        return None
+    entry = _EXACT.get(op)
+    if entry is None:
+        sigs = []
+        for dtype in (numba.float32, numba.float64):
+            c2, c1 = numba.types.Array(dtype, 2, "C"), numba.types.Array(dtype, 1, "C")
+            sigs += [numba.types.boolean(c2, c2, gb, numba.int64)
+                     for gb in (numba.types.none, c1)]
+        entry = _EXACT[op] = numba.njit(sigs, **cpu_math.JIT)(_act_bwd_exact)
+    return entry
+
+
 def _segments(size, n_decay, uniform):
     """(slice, decays) for each loop over a flat buffer whose first ``n_decay`` entries take
     weight decay: one loop when decay is uniform (none, or over all of it) - a second call
@@ -348,4 +384,5 @@ def compile_all(dtypes=(np.float32,)):
         if blas.FOUND is not None:  # the layouts of a Linear layer's three products
             for a, b in ((x, x.T.copy()), (x, x.T), (x.T, x)):
                 gemm(a, b, np.empty((a.shape[0], b.shape[1]), dtype), c, c)
+    exact_entry("activation_backward")  # every signature at once
     return time.perf_counter() - start

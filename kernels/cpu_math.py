@@ -34,7 +34,8 @@ _C2, _C3, _C4, _C5, _C6, _C7 = (_F(1 / math.factorial(k)) for k in range(2, 8))
 _ONE, _HALF, _ZERO = _F(1), _F(0.5), _F(0)
 _T3, _T5, _T7 = _F(1 / 3), _F(2 / 15), _F(17 / 315)  # tanh's odd Taylor coefficients
 _LOWEST = _F(-87.0)  # below this exp(z) < 2**-125: flushed to 0 (float32 normal range)
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+# the compile options of these kernels, and of kernels.cpu's exact entries
+JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 @intrinsic
@@ -71,7 +72,7 @@ def prefetch(typingctx, a, i):
     return types.void(a, i), codegen
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _exp_f32(z):
     zc = z if z > _LOWEST else _LOWEST
     n = np.floor(zc * _LOG2E + _HALF)
@@ -94,7 +95,7 @@ def _float32_fast(f32, f64, doc):
     return fn
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _tanh_f32(z):
     # (1 - e) / (1 + e) with e = exp(-2|z|), sign restored; below |z| = 1/16 that cancels,
     # so the odd Taylor series to z^7 is used there (next term < 1e-11 relative). Within
@@ -133,7 +134,7 @@ def _one_like(a):
     return lambda a: dtype(1)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def bias_act_fwd(x, b, kind):
     """x[i, j] = act(x[i, j] + b[j]) in place (b may be None)."""
     one = one_like(x)
@@ -152,7 +153,7 @@ def bias_act_fwd(x, b, kind):
                 row[j] = fast_tanh(z)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def act_bwd(g, y, gb, kind):
     """g *= act'(x) in place, from the forward output y; gb (or None) = column sums of g."""
     one = one_like(y)
