@@ -283,7 +283,7 @@ def exact_entry(op):
     stands in for the boundary's attribute checks (0.36 us of a 2.5 us sigmoid backward at
     batch 128, measured). It returns False, having done nothing, when the shapes do not fit.
     Compiled on first request, both signatures at once (cached on disk as the rest); float64
-    (checks, not training) takes the checked route: its two signatures would add ~1 s to a
+    (checks, not training) takes the checked route: its two signatures added ~2 s to a
     fresh compile.
     """
     if op != "activation_backward":
