@@ -5,6 +5,8 @@ Cases: dtype x shape x value regime x layout, each compared with the plain-xp re
 
 import numpy as np
 
+from kernels import reference
+
 TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 SHAPES = [(1, 10), (3, 1), (7, 3), (33, 10), (129, 17), (257, 10)]
 REGIMES = ["normal", "huge", "equal", "nan_row"]
@@ -35,3 +37,16 @@ def arrange(x, layout):
 
 def make_labels(n, c, seed, dtype=np.int64):
     return np.random.default_rng(seed + 1).integers(0, c, n).astype(dtype)
+
+
+def spy_activation_backward(monkeypatch, module):
+    """Replace ``module.activation_backward`` (a twin's or the reference's) with one that
+    records each call's activation and runs the reference; return the record."""
+    calls, run = [], reference.activation_backward
+
+    def spy(g, y, activation, gb):
+        calls.append(activation)
+        return run(g, y, activation, gb)
+
+    monkeypatch.setattr(module, "activation_backward", spy)
+    return calls

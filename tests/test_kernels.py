@@ -8,7 +8,8 @@ import pytest
 
 import kernels
 from kernels import reference
-from tests.kernel_cases import LAYOUTS, REGIMES, SHAPES, TOL, arrange, make_labels, make_logits
+from tests.kernel_cases import (LAYOUTS, REGIMES, SHAPES, TOL, arrange, make_labels, make_logits,
+                                spy_activation_backward)
 
 CPU_IMPLS = kernels.implementations("cpu")
 
@@ -366,14 +367,7 @@ def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
 
 def test_a_mode_switch_reroutes_the_fast_paths(monkeypatch):
     """The fast paths' cache holds one mode's twins: switching mode must empty it."""
-    calls = []
-
-    def spy(*args):
-        calls.append(args[2])
-        return reference_backward(*args)
-
-    reference_backward = reference.activation_backward
-    monkeypatch.setattr(reference, "activation_backward", spy)
+    calls = spy_activation_backward(monkeypatch, reference)
     monkeypatch.setattr(kernels, "_resolved", {})
     monkeypatch.setattr(kernels, "_host", {})
     y = np.full((2, 2), 0.5)

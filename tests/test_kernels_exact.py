@@ -9,7 +9,7 @@ import pytest
 
 import kernels
 from kernels import cpu, reference
-from tests.kernel_cases import TOL
+from tests.kernel_cases import TOL, spy_activation_backward
 
 F32, F64 = np.float32, np.float64
 
@@ -111,13 +111,7 @@ def test_exact_entry_does_nothing_when_shapes_do_not_fit(entry, shapes):
 def test_the_public_ops_take_the_exact_route_for_the_step_call(fresh_caches, monkeypatch):
     """With the twin's checked function broken, the step's call still runs (the exact
     entry did it); a strided call reaches the twin's checked function."""
-    calls = []
-
-    def checked(*args):
-        calls.append(args[2])
-        return reference.activation_backward(*args)
-
-    monkeypatch.setattr(cpu, "activation_backward", checked)
+    calls = spy_activation_backward(monkeypatch, cpu)
     gy, y = _pair((9, 7), F32, 5)
     expected = gy * y * (1 - y)
     assert kernels.sigmoid_backward(gy, y, out=gy) is gy
@@ -144,14 +138,7 @@ def test_shape_errors_still_come_from_the_checked_route(fresh_caches):
 
 
 def test_reference_mode_and_impl_skip_the_exact_entry(fresh_caches, monkeypatch):
-    calls = []
-
-    def spy(*args):
-        calls.append(args[2])
-        return reference_backward(*args)
-
-    reference_backward = reference.activation_backward
-    monkeypatch.setattr(reference, "activation_backward", spy)
+    calls = spy_activation_backward(monkeypatch, reference)
     gy, y = _pair((5, 3), F32, 9)
     kernels.sigmoid_backward(gy, y, out=gy, impl="reference")
     assert calls == ["sigmoid"] and kernels._exact_bwd["reference"] is kernels._not_run
