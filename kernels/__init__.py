@@ -207,17 +207,12 @@ def _host_fn(impl, op):
 def _exact_fn(impl, like):
     """What the activation backward's first route calls on a miss in ``_exact_bwd``: the
     active twin's exact-typed entry (see :func:`kernels.cpu.exact_entry`), or, where it has
-    none (the reference, a broken twin, a failed compile), :func:`_not_run`. Keyed by
-    ``impl`` alone, not ``(impl, op)`` as ``_host``: building that tuple cost 0.05 us of
-    a 2.1 us sigmoid backward (measured); cleared with ``_host``."""
+    none (the reference, a broken twin, a failed compile, which warned), :func:`_not_run`.
+    Keyed by ``impl`` alone, not ``(impl, op)`` as ``_host``: building that tuple cost
+    0.05 us of a 2.1 us sigmoid backward (measured); cleared with ``_host``."""
     name = _resolve(impl, like)
     module = None if name == "reference" or name in _state["broken"] else _load(name)
-    fn = None
-    if hasattr(module, "exact_entry"):
-        try:
-            fn = module.exact_entry("activation_backward")
-        except Exception:  # noqa: BLE001 - the checked route still runs the twin, or warns
-            fn = None
+    fn = module.exact_entry("activation_backward") if hasattr(module, "exact_entry") else None
     fn = _exact_bwd[impl] = fn or _not_run
     return fn
 

@@ -12,6 +12,7 @@ the float32 ones and returns the seconds spent (measured: 6-7 s on a fresh cache
 
 import math
 import time
+import warnings
 
 import numba
 import numpy as np
@@ -284,16 +285,23 @@ def exact_entry(op):
     batch 128, measured). It returns False, having done nothing, when the shapes do not fit.
     Compiled on first request, both signatures at once (cached on disk as the rest); float64
     (checks, not training) takes the checked route: its two signatures added ~2 s to a
-    fresh compile.
+    fresh compile. If it fails to compile: one warning, and None from then on (the checked
+    route runs the same kernel).
     """
     if op != "activation_backward":
         return None
-    entry = _EXACT.get(op)
-    if entry is None:
+    if op not in _EXACT:
         c2, c1 = numba.types.Array(numba.float32, 2, "C"), numba.types.Array(numba.float32, 1, "C")
         sigs = [numba.types.boolean(c2, c2, gb, numba.int64) for gb in (numba.types.none, c1)]
-        entry = _EXACT[op] = numba.njit(sigs, **cpu_math.JIT)(_act_bwd_exact)
-    return entry
+        try:
+            _EXACT[op] = numba.njit(sigs, **cpu_math.JIT)(_act_bwd_exact)
+        except Exception as exc:  # noqa: BLE001 - optional: a call is 0.4 us slower without
+            _EXACT[op] = None
+            first = (str(exc).splitlines() or [""])[0]  # Numba's typing errors run long
+            warnings.warn(f"kernels: numba's exact-typed {op} entry did not compile "
+                          f"({type(exc).__name__}: {first}); its calls take the checked "
+                          "route", RuntimeWarning, stacklevel=2)
+    return _EXACT[op]
 
 
 def _segments(size, n_decay, uniform):
