@@ -341,6 +341,12 @@ def activation_backward(gy, y, activation, out=None, bias_grad=None, impl=None):
             pass  # not the training step's types: the checked routes below
     if _host_activation_backward(gy, y, activation, out, bias_grad, impl):
         return gy
+    return _checked_activation_backward(gy, y, activation, out, bias_grad, impl)
+
+
+def _checked_activation_backward(gy, y, activation, out, bias_grad, impl):
+    """:func:`activation_backward` for the calls its two fast routes do not take: every
+    argument checked; any layout, any number of dimensions, a separate ``out``."""
     get_array_module(gy, y, out, bias_grad)
     _check_activation(activation)
     y = check_float("y", y)
@@ -406,7 +412,7 @@ def sigmoid_backward(gy, y, out=None, bias_grad=None, impl=None):
             pass
     if _host_activation_backward(gy, y, "sigmoid", out, bias_grad, impl):
         return gy
-    return activation_backward(gy, y, "sigmoid", out, bias_grad, impl)
+    return _checked_activation_backward(gy, y, "sigmoid", out, bias_grad, impl)
 
 
 def _flat_buffers(names, arrays, written):
