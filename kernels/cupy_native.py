@@ -129,7 +129,7 @@ def gather_rows(x, idx, scale, out):
     k = _elementwise(
         "xptrain_gather", "raw X x, raw I idx, T scale, int64 n, int64 f", "T out",
         "long long r = i / f, j = i % f; long long row = idx[r]; "
-        "out = (row < 0 || row >= n) ? (T)nan("") : (T)x[row * f + j] * scale")
+        'out = (row < 0 || row >= n) ? (T)nan("") : (T)x[row * f + j] * scale')
     k(x, idx, scale, np.int64(x.shape[0]), np.int64(f), out)
 
 
