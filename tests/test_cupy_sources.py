@@ -107,11 +107,15 @@ def test_the_lint_catches_an_argumentless_nan():
 
 
 def _nvrtc():
-    """libnvrtc as a ctypes library, or None: the pip wheel's copy, then the system's."""
+    """libnvrtc as a ctypes library, or None: the pip wheel's copy, a CUDA toolkit's
+    (CUDA_HOME, CUDA_PATH, /usr/local/cuda), then the loader's."""
     candidates = glob.glob(os.path.join(sys.prefix, "lib", "python3*", "site-packages",
                                         "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*"))
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            candidates += glob.glob(os.path.join(home, "lib*", "libnvrtc.so*"))
     found = ctypes.util.find_library("nvrtc")
-    for path in [*sorted(candidates), *([found] if found else [])]:
+    for path in [*candidates, *([found] if found else [])]:
         if "builtins" in path or ".alt." in path:
             continue
         try:
