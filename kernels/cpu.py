@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from . import blas, cpu_math, reference
+from ._checks import ACTIVATION_KINDS as _KINDS
 from .cpu_math import fast_exp
 
 
@@ -250,7 +251,7 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     return _softmax_ce_fwd_bwd(x, t, row_loss, gx, x.dtype.type(1.0 / max(x.shape[0], 1)))
 
 
-_KINDS, _bias_act_fwd, _act_bwd = cpu_math.KINDS, cpu_math.bias_act_fwd, cpu_math.act_bwd
+_bias_act_fwd, _act_bwd = cpu_math.bias_act_fwd, cpu_math.act_bwd
 
 
 def bias_activation(x, b, kind):
@@ -372,7 +373,7 @@ def compile_all(dtypes=(np.float32,)):
     for dtype in dtypes:
         x, c = np.zeros((2, 3), dtype), dtype(0.5)
         softmax_cross_entropy_rows(x, np.zeros(2, np.int64), np.empty(2, dtype), np.empty_like(x))
-        for kind in cpu_math.KINDS:
+        for kind in _KINDS:
             for b in (None, x[0]):
                 bias_activation(x.copy(), b, kind)
                 activation_backward(x.copy(), x, kind, b if b is None else np.empty(3, dtype))

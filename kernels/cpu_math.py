@@ -24,8 +24,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._checks import ACTIVATION_KINDS
-
 _F = np.float32
 _LOG2E = _F(1.4426950408889634)
 _LN2_HI = _F(0.693359375)  # 9 significant bits: n * _LN2_HI is exact for |n| < 2**15
@@ -115,11 +113,9 @@ fast_tanh = _float32_fast(_tanh_f32, math.tanh, "tanh(z) (float32: vectorizable;
                           "math.tanh)")
 
 
-# --- the activations by code (KINDS), one loop each way: LLVM unswitches the loop on the
-# loop-invariant kind, so each kind runs its own vectorized loop (measured: as fast as
-# three separate kernels) ---------------------------------------------------------------
-
-KINDS = ACTIVATION_KINDS
+# --- the activations by code (_checks.ACTIVATION_KINDS), one loop each way: LLVM unswitches
+# the loop on the loop-invariant kind, so each kind runs its own vectorized loop (measured:
+# as fast as three separate kernels) ----------------------------------------------------
 
 
 def one_like(a):
