@@ -31,7 +31,6 @@ class Sequential:
             self.slots.append((f"{i}.{name}", i, name, shape, offset, offset + size))
             offset += size
         self.n_decay = sum(int(np.prod(shape)) for _, _, shape, decays in specs if decays)
-        self._linears = [layer for layer in self.layers if isinstance(layer, Linear)]
         self.params = xp.zeros(offset, self.dtype)
         self.grads = xp.zeros(offset, self.dtype)
         self.set_fold_min_size(FOLD_MIN_SIZE)
@@ -77,11 +76,8 @@ class Sequential:
         if fold is not None and not self.n_folded:
             raise ValueError("this model cannot fold its update into backward: its parameter "
                              "buffer does not start with a large Linear weight (n_folded 0)")
-        for layer in self._linears:
-            layer.fold = None
-        if fold is not None:
-            for layer in self._fold_layers:
-                layer.fold = fold  # for this pass only: every backward sets it again
+        for layer in self._fold_layers:
+            layer.fold = fold  # for this pass only: every backward sets it again
         for k in range(len(self.layers) - 1, -1, -1):
             gy = self.layers[k].backward(gy, need_gx=k > 0)
 
@@ -91,6 +87,9 @@ class Sequential:
         checked GEMM call with ``beta`` and saves a pass over W and its gradient, which pays
         for large weights only (784-128-10 at batch 128: folding the 128 x 10 weight as well
         made a step ~4 us slower, 400 vs 396 us)."""
+        for layer in self.layers:  # only the layers chosen here ever fold
+            if isinstance(layer, Linear):
+                layer.fold = None
         self._fold_layers, self.n_folded = [], 0
         for _, i, name, _, start, stop in sorted(self.slots, key=lambda slot: slot[4]):
             layer = self.layers[i]
