@@ -6,6 +6,7 @@ import pytest
 
 import kernels
 from kernels import blas
+from tests.kernel_cases import arrange
 
 CPU_IMPLS = kernels.implementations("cpu")
 SHAPES = [(1, 1, 1), (3, 1, 4), (1, 7, 1), (5, 7, 3), (33, 129, 17), (128, 784, 128)]
@@ -13,16 +14,9 @@ SCALARS = [(1.0, 0.0), (-0.1, 1.0), (2.5, 0.5), (-1.0, 0.0)]
 
 
 def _operand(rng, shape, dtype, layout):
-    """``shape`` values in ``layout``: "c", "t" (the transpose of a C array, as ``x.T``)
-    or "strided" (every other column: neither, so gemm copies it)."""
-    x = rng.standard_normal(shape).astype(dtype)
-    if layout == "t":
-        return x.T.copy().T
-    if layout == "strided":
-        wide = np.zeros((shape[0], 2 * shape[1]), dtype)
-        wide[:, ::2] = x
-        return wide[:, ::2]
-    return x
+    """``shape`` random values in a kernel_cases layout: "c"; "fortran", the transpose of a
+    C array (as ``x.T``), read by BLAS as it is; "strided", neither, so gemm copies it."""
+    return arrange(rng.standard_normal(shape).astype(dtype), layout)
 
 
 def test_numba_twin_is_numpys_blas():
@@ -49,8 +43,8 @@ def test_blas_search_says_why_it_found_nothing(monkeypatch):
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("layouts", [("c", "c"), ("c", "t"), ("t", "c"), ("t", "t"),
-                                     ("strided", "c")])
+@pytest.mark.parametrize("layouts", [("c", "c"), ("c", "fortran"), ("fortran", "c"),
+                                     ("fortran", "fortran"), ("strided", "c")])
 @pytest.mark.parametrize("alpha,beta", SCALARS)
 def test_gemm_matrix(impl, dtype, shape, layouts, alpha, beta):
     m, k, n = shape
