@@ -35,6 +35,7 @@ class EngineRunner:
         self.sizes = [data.x_train.shape[1], *hidden, data.n_classes]
         self.n_train = self.trainer.n_train
         self._perm = self.trainer._prepare_epoch(0)
+        self._cols = self.trainer.batch_cols
         self._labels = backend.xp.take(self.trainer.y_train, self._perm)
         self._step = 0
 
@@ -53,7 +54,8 @@ class EngineRunner:
         steps = t.steps_per_epoch
         for _ in range(n):
             s = self._step % steps
-            t.step(self._perm[s * bs:(s + 1) * bs], t.config.lr, self._labels[s * bs:(s + 1) * bs])
+            t.step(self._perm[s * bs:(s + 1) * bs], t.config.lr, self._labels[s * bs:(s + 1) * bs],
+                   self._cols[s])
             self._step += 1
         self.backend.synchronize()
 

@@ -52,6 +52,7 @@ def _hidden(text):
 
 
 def build_parser():
+    from .config import ZERO_COLUMNS
     from .optim import OPTIMIZERS, SCHEDULES
     from .train import TrainConfig
 
@@ -88,6 +89,10 @@ def build_parser():
     t.add_argument("--val-fraction", type=_float(0, 1), default=0.0,
                    help="hold out this fraction of the training set for validation")
     t.add_argument("--kernels", choices=("fused", "reference"), default=d.kernels)
+    t.add_argument("--zero-columns", choices=ZERO_COLUMNS, default=d.zero_columns,
+                   help="skip the input columns that are zero in a whole batch in the first "
+                   "layer's products (same result, fewer FLOPs), or read them all; auto "
+                   "(default): skip on the CPU, read on a GPU")
     t.add_argument("--tf32", action="store_true",
                    help="TF32 matrix products on CUDA (compute capability >= 8.0; changes "
                    "numerics, off by default)")
@@ -192,7 +197,7 @@ def cmd_train(args):
         schedule=args.schedule, warmup_epochs=args.warmup, step_epochs=args.step_epochs,
         gamma=args.gamma, model=args.model, hidden=args.hidden, activation=args.activation,
         dropout=args.dropout, seed=args.seed, val_fraction=args.val_fraction,
-        kernels=args.kernels).validate()
+        kernels=args.kernels, zero_columns=args.zero_columns).validate()
     enable_tf32(args.tf32)
     backend = select_backend(args.device)
     log(f"device: {backend.describe()}" + (" (TF32 on)" if args.tf32 else ""))

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field, fields
 
 import kernels
 
+ZERO_COLUMNS = ("auto", "skip", "read")  # see TrainConfig.skips_zero_columns
+
 
 @dataclass
 class TrainConfig:
@@ -26,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.0
     kernels: str = "fused"
+    zero_columns: str = "auto"
     eval_batch: int = 5000
     extra: dict = field(default_factory=dict)
 
@@ -41,8 +44,18 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), "
                              f"got {self.warmup_epochs!r}")
+        if self.zero_columns not in ZERO_COLUMNS:
+            raise ValueError(f"zero_columns must be one of {', '.join(ZERO_COLUMNS)}, "
+                             f"got {self.zero_columns!r}")
         kernels.set_mode(self.kernels)
         return self
+
+    def skips_zero_columns(self, device):
+        """Whether training on ``device`` skips the input columns that are zero in a whole
+        batch (:class:`engine.layers.Linear`). "auto": on the CPU (measured: a faster step);
+        not on a GPU, where it is not measured yet and each window would be copied for
+        cuBLAS."""
+        return self.zero_columns == "skip" or (self.zero_columns == "auto" and device == "cpu")
 
     @classmethod
     def from_dict(cls, d):

@@ -62,12 +62,17 @@ class Linear(Layer):
     ``fold``: None, or ``(alpha, beta)`` set by the model for one backward pass: the weight
     update ``W = beta W + alpha x.T gy`` is then done in the weight-gradient product itself
     (see :meth:`engine.optim.Optimizer.fold_factors`) and ``gW`` is left as it was.
+
+    ``cols = (lo, hi)`` in :meth:`forward`: every column of ``x`` outside ``[lo, hi)`` is
+    zero, so both products read only ``x[:, lo:hi]`` and ``W[lo:hi]``; the other rows of the
+    weight gradient are exactly zero (written as such, or only scaled by ``beta`` in a fold).
+    The same results with fewer FLOPs (MNIST's blank border: ~10% of the first layer's).
     """
 
     def __init__(self, n_in, n_out, init="xavier"):
         super().__init__()
         self.n_in, self.n_out, self.init = n_in, n_out, init
-        self.fold = None
+        self.fold = self.cols = None
 
     def param_specs(self):
         return [("W", (self.n_in, self.n_out), True), ("b", (self.n_out,), False)]
@@ -78,9 +83,14 @@ class Linear(Layer):
         return {"W": draw_weight(rng, self.n_in, self.n_out, self.init),
                 "b": np.zeros(self.n_out, np.float32)}
 
-    def forward(self, x, train=False):
-        self.x = x
-        y = self.xp.matmul(x, self.W, out=self.buffer("y", (x.shape[0], self.n_out), x.dtype))
+    def forward(self, x, train=False, cols=None):
+        self.x, self.cols = x, cols
+        out = self.buffer("y", (x.shape[0], self.n_out), x.dtype)
+        if cols is None:
+            y = self.xp.matmul(x, self.W, out=out)
+        else:
+            lo, hi = cols
+            y = self.xp.matmul(x[:, lo:hi], self.W[lo:hi], out=out)
         self.add_bias(y)
         return y
 
@@ -90,10 +100,20 @@ class Linear(Layer):
         if need_gx:
             gx = self.xp.matmul(gy, self.W.T,
                                 out=self.buffer("gx", (gy.shape[0], self.n_in), gy.dtype))
+        x, W, gW = self.x, self.W, self.gW
+        if self.cols is not None:
+            lo, hi = self.cols
+            x, W, gW = x[:, lo:hi], W[lo:hi], gW[lo:hi]
         if self.fold is None:
-            self.xp.matmul(self.x.T, gy, out=self.gW)
+            self.xp.matmul(x.T, gy, out=gW)
+            if self.cols is not None:  # x is zero there: so is the gradient
+                self.gW[:lo] = 0
+                self.gW[hi:] = 0
         else:  # W = beta W + alpha x.T gy: the optimizer's step; gW is not written
-            kernels.gemm(self.x.T, gy, self.W, *self.fold)
+            kernels.gemm(x.T, gy, W, *self.fold)
+            if self.cols is not None and self.fold[1] != 1:  # decay alone outside the window
+                self.W[:lo] *= self.fold[1]
+                self.W[hi:] *= self.fold[1]
         self.sum_bias_grad(gy)
         return gx
 

@@ -22,6 +22,7 @@ class Sequential:
 
     def __init__(self, layers, n_in, xp=np, seed=0, dtype=DTYPE):
         self.layers, self.n_in, self.xp, self.dtype = list(layers), n_in, xp, np.dtype(dtype)
+        self.takes_cols = bool(self.layers) and isinstance(self.layers[0], Linear)  # forward
         specs = [(i, name, shape, decays) for i, layer in enumerate(self.layers)
                  for name, shape, decays in layer.param_specs()]
         specs.sort(key=lambda s: not s[3])  # decaying parameters first (stable order)
@@ -60,8 +61,14 @@ class Sequential:
     def n_params(self):
         return int(self.params.size)
 
-    def forward(self, x, train=False):
-        for layer in self.layers:
+    def forward(self, x, train=False, cols=None):
+        """Logits of ``x``. ``cols = (lo, hi)``: the columns of ``x`` outside ``[lo, hi)``
+        are all zero, which the first layer skips when it is a Linear (:attr:`takes_cols`;
+        see :class:`Linear`), and any other ignores."""
+        layers = self.layers
+        if cols is not None and self.takes_cols:
+            x, layers = layers[0].forward(x, train, cols), layers[1:]
+        for layer in layers:
             x = layer.forward(x, train)
         return x
 

@@ -18,7 +18,7 @@ import kernels
 from . import checkpoint
 from .backend import is_out_of_memory, out_of_memory_error
 from .config import TrainConfig  # noqa: F401 - part of this module's API
-from .data import PIXEL_SCALE, to_pixels
+from .data import PIXEL_SCALE, nonzero_spans, to_pixels
 from .losses import SoftmaxCrossEntropy, summed_loss
 from .metrics import accuracy, confusion_counts
 from .model import build_model, from_spec
@@ -74,6 +74,10 @@ class Trainer:
         self.history = []
         self._stop_requested = False
         self._batches, self._losses = {}, None
+        self._row_spans = None  # per training row, its nonzero columns (see _batch_cols)
+        if self.model.takes_cols and config.skips_zero_columns(backend.name):
+            self._row_spans = nonzero_spans(backend.to_host(self.x_train))
+        self.batch_cols = [None] * self.steps_per_epoch
         self.compile_seconds = kernels.prepare(backend.name)
 
     # -- data -------------------------------------------------------------------------
@@ -102,12 +106,30 @@ class Trainer:
         return np.random.SeedSequence([self.config.seed, epoch, stream])
 
     def _prepare_epoch(self, epoch):
-        """Upload the epoch's permutation; reseed dropout so a resume draws the same masks."""
+        """Upload the epoch's permutation (returned) and set :attr:`batch_cols` for it;
+        reseed dropout so a resume draws the same masks."""
         order = np.random.default_rng(self._epoch_rng(epoch, 0)).permutation(self.n_train)
         for i, layer in enumerate(self.model.dropout_layers()):
             seed = int(self._epoch_rng(epoch, 1 + i).generate_state(1)[0])
             layer.rng = self.xp.random.default_rng(seed)
+        self.batch_cols = self._batch_cols(order)
         return self.backend.asarray(order)
+
+    def _batch_cols(self, order):
+        """Per step of an epoch in ``order``: the window ``(lo, hi)`` of columns that are
+        nonzero in some row of the batch, for the first layer to read alone (None: all of
+        them, or this run does not skip). Host work once per epoch: no device sync."""
+        steps = [None] * self.steps_per_epoch
+        if self._row_spans is None:
+            return steps
+        lo, hi = self._row_spans
+        starts = np.arange(0, self.n_train, self.config.batch_size)
+        n_in = self.x_train.shape[1]
+        for s, (a, b) in enumerate(zip(np.minimum.reduceat(lo[order], starts).tolist(),
+                                        np.maximum.reduceat(hi[order], starts).tolist())):
+            if a > 0 or b < n_in:
+                steps[s] = (a, b) if a < b else (0, 0)  # (0, 0): an all-zero batch
+        return steps
 
     def _skip_dropout_draws(self, steps):
         """Replay the dropout draws of ``steps`` already-done batches (resume mid-epoch)."""
@@ -138,6 +160,7 @@ class Trainer:
         samples trained)."""
         xp, bs = self.xp, self.config.batch_size
         perm = self._prepare_epoch(epoch)
+        cols = self.batch_cols
         labels = xp.take(self.y_train, perm)  # once per epoch, not a gather per step
         self._skip_dropout_draws(self.step_in_epoch)
         losses = self._step_losses()
@@ -149,7 +172,7 @@ class Trainer:
                 self._interrupt(epoch, s, self._loss_sum(losses, first, s))
             loss = self.step(perm[s * bs:(s + 1) * bs],
                              self.schedule(epoch * self.steps_per_epoch + s),
-                             labels[s * bs:(s + 1) * bs])
+                             labels[s * bs:(s + 1) * bs], cols[s])
             losses[s] = loss  # one device copy; summed once per epoch
             if bar is not None:
                 bar.update(1)
@@ -173,11 +196,13 @@ class Trainer:
         """Summed training loss of steps ``first`` to ``stop`` (float64; a host read)."""
         return float(self.xp.dot(losses[first:stop].astype(np.float64), self._rows[first:stop]))
 
-    def step(self, idx, lr, labels=None):
+    def step(self, idx, lr, labels=None, cols=None):
         """One training step on the rows ``idx`` (a device array) whose labels are
-        ``labels`` (looked up when not given); returns the 0-d loss."""
+        ``labels`` (looked up when not given); returns the 0-d loss. ``cols = (lo, hi)``:
+        the batch is zero outside those columns (:attr:`batch_cols`), so the first layer
+        reads only them."""
         xb = kernels.gather_rows(self.x_train, idx, PIXEL_SCALE, out=self._batch(idx))
-        logits = self.model.forward(xb, train=True)
+        logits = self.model.forward(xb, train=True, cols=cols)
         if labels is None:
             labels = self.xp.take(self.y_train, idx)
         loss, gy = self.loss_fn(logits, labels)

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import reference
 from .reference import column_sum  # the bias-gradient sum (ones @ g), for layers too
+from ._checks import layout as blas_layout
 from ._checks import (ACTIVATION_KINDS, FLOAT_DTYPES, check_float, check_labels, check_out,
                       check_writeable, get_array_module, is_cupy_array)
 
@@ -514,7 +515,8 @@ def gemm(a, b, out, alpha=1.0, beta=0.0, impl=None):
     """``out = alpha * a @ b + beta * out`` in place (a BLAS GEMM); returns ``out``.
 
     a (M, K), b (K, N), out (M, N): one float dtype, one device. ``a`` and ``b`` are read as
-    they are when C-contiguous or the transpose of one (``x.T``), else copied; ``out`` must be
+    they are when BLAS can (:func:`_blas_ok`: C-contiguous, the transpose of one, or a window
+    of whole columns of one, ``x[:, lo:hi]``, and its transpose), else copied; ``out`` must be
     C-contiguous, writeable and share no memory with ``a`` or ``b``. With ``beta = 0`` out is
     only written. Unlike ``matmul``, ``beta`` lets a product update ``out``: a Linear layer's
     SGD step rides in its weight-gradient product (``W = W - lr x.T gy``).
@@ -523,8 +525,7 @@ def gemm(a, b, out, alpha=1.0, beta=0.0, impl=None):
             and a.ndim == 2 and b.ndim == 2 and a.dtype is out.dtype and b.dtype is out.dtype
             and out.dtype in FLOAT_DTYPES and a.shape[1] == b.shape[0] and a.shape[1]
             and out.shape == (a.shape[0], b.shape[1]) and out.size and out.flags.carray
-            and (a.flags.c_contiguous or a.flags.f_contiguous)
-            and (b.flags.c_contiguous or b.flags.f_contiguous)
+            and _blas_ok(a) and _blas_ok(b)
             and not np.may_share_memory(out, a) and not np.may_share_memory(out, b)):
         # the training step's call, checked in attribute reads; scalars stay Python floats
         # (the Numba twin casts them; a NumPy scalar built per call cost 0.25 us each)
@@ -548,10 +549,20 @@ def gemm(a, b, out, alpha=1.0, beta=0.0, impl=None):
 
 
 def _operand(name, a):
-    """A 2-D float operand of :func:`gemm`: C-contiguous or a transpose of one, else a copy."""
-    if getattr(a, "ndim", None) == 2 and a.dtype in FLOAT_DTYPES and a.flags.f_contiguous:
+    """A 2-D float operand of :func:`gemm`: as it is where BLAS reads it so (any layout
+    :func:`_blas_ok` takes on the host, C or F order on a GPU), else a C-contiguous copy."""
+    if getattr(a, "ndim", None) == 2 and a.dtype in FLOAT_DTYPES and (
+            a.flags.f_contiguous or (type(a) is np.ndarray and _blas_ok(a))):
         return a
     return check_float(name, a, ndim=2)
+
+
+def _blas_ok(a):
+    """True for a 2-D array BLAS reads as it is (:func:`kernels._checks.layout`): C or F order,
+    or whole columns of a C array, ``x[:, lo:hi]``, and its transpose."""
+    flags = a.flags
+    return flags.c_contiguous or flags.f_contiguous or blas_layout(
+        *a.shape, *a.strides, a.itemsize) is not None
 
 
 def _windows(h, w, k, stride, pad, what):

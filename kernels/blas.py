@@ -26,7 +26,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+from ._checks import NO_TRANS, TRANS  # noqa: F401 - CBLAS enums, with the layout rule
+
+ROW_MAJOR = 101
 Blas = namedtuple("Blas", "sgemm dgemm ilp64 path")  # addresses, 64-bit integers, library
 # (sgemm, dgemm, 64-bit integers): scipy-openblas (NumPy >= 2 wheels), then OpenBLAS's own.
 SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True),

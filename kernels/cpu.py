@@ -20,6 +20,7 @@ import numpy as np
 
 from . import blas, cpu_math, reference
 from ._checks import ACTIVATION_KINDS as _KINDS
+from ._checks import layout as blas_layout
 from .cpu_math import fast_exp
 
 
@@ -341,14 +342,22 @@ def gather_rows(x, idx, scale, out):
     _gather(x, idx, scale, out)
 
 
+_layout = numba.njit(inline="always", cache=True, nogil=True)(blas_layout)
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def _blas_layout(a):
+    # the dispatcher checked that BLAS reads ``a`` as it is (:func:`kernels._blas_ok`)
+    m, k = a.shape
+    return _layout(m, k, a.strides[0], a.strides[1], a.itemsize)
+
+
 @numba.njit(cache=True, nogil=True)
 def _gemm(a, b, out, alpha, beta, s_fn, d_fn, ilp64):
-    # a and b are C- or F-contiguous (checked by the dispatcher): an F one is the transpose
-    # of a C array, read by BLAS with the transpose flag and its row count as leading size.
     m, k = a.shape
     n = b.shape[1]
-    trans_a, lda = (blas.NO_TRANS, max(k, 1)) if a.flags.c_contiguous else (blas.TRANS, max(m, 1))
-    trans_b, ldb = (blas.NO_TRANS, max(n, 1)) if b.flags.c_contiguous else (blas.TRANS, max(k, 1))
+    trans_a, lda = _blas_layout(a)
+    trans_b, ldb = _blas_layout(b)
     fn = s_fn if out.itemsize == 4 else d_fn  # float32: sgemm; float64: dgemm
     if ilp64:
         blas.gemm_call_64(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, out,
@@ -390,8 +399,8 @@ def compile_all(dtypes=(np.float32,)):
         _maxpool_bwd(pooled, arg, 2, 2, img)
         for src in (np.zeros((3, 3), np.uint8), x):
             gather_rows(src, np.zeros(2, np.int64), c, np.empty((2, src.shape[1]), dtype))
-        if blas.FOUND is not None:  # the layouts of a Linear layer's three products
-            for a, b in ((x, x.T.copy()), (x, x.T), (x.T, x)):
+        if blas.FOUND is not None:  # a Linear layer's products, and a column window's
+            for a, b in ((x, x.T.copy()), (x, x.T), (x.T, x), (x[:, :2].T, x)):
                 gemm(a, b, np.empty((a.shape[0], b.shape[1]), dtype), c, c)
     exact_entry("activation_backward")  # every signature at once
     return time.perf_counter() - start

@@ -26,12 +26,21 @@ def make_logits(shape, dtype, regime, layout, seed):
 
 
 def arrange(x, layout):
+    """2-D ``x`` (same values) laid out as: "c"; "fortran"; "strided", every other column
+    of a wider array (no unit stride along the rows); "window", a slice of whole columns of
+    a wider C array (``wide[:, lo:hi]``); "window_t", the transpose of such a slice."""
     if layout == "fortran":
         return np.asfortranarray(x)
     if layout == "strided":
         wide = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
         wide[:, ::2] = x
         return wide[:, ::2]
+    if layout in ("window", "window_t"):
+        rows, cols = x.shape if layout == "window" else x.shape[::-1]
+        wide = np.full((rows, cols + 5), np.nan, x.dtype)  # read outside: NaN in the result
+        wide[:, 3:3 + cols] = x if layout == "window" else x.T
+        view = wide[:, 3:3 + cols]
+        return view if layout == "window" else view.T
     return x
 
 

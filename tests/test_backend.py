@@ -113,7 +113,7 @@ def test_out_of_memory_names_batch_and_request(tiny_data, cpu, monkeypatch, caps
     t = Trainer(TrainConfig(epochs=1, batch_size=64, hidden=(8,)), tiny_data, cpu,
                 log=lambda s: None)
 
-    def boom(idx, lr, labels=None):
+    def boom(idx, lr, labels=None, cols=None):
         raise OutOfMemoryError("Out of memory allocating 1,073,741,824 bytes "
                                "(allocated so far: 2,048 bytes).")
 

@@ -15,7 +15,9 @@ SCALARS = [(1.0, 0.0), (-0.1, 1.0), (2.5, 0.5), (-1.0, 0.0)]
 
 def _operand(rng, shape, dtype, layout):
     """``shape`` random values in a kernel_cases layout: "c"; "fortran", the transpose of a
-    C array (as ``x.T``), read by BLAS as it is; "strided", neither, so gemm copies it."""
+    C array (as ``x.T``), and "window" / "window_t", a slice of whole columns of a wider C
+    array and its transpose (a Linear layer's input columns ``x[:, lo:hi]``), all read by
+    BLAS as they are; "strided", none of these, so gemm copies it."""
     return arrange(rng.standard_normal(shape).astype(dtype), layout)
 
 
@@ -44,7 +46,9 @@ def test_blas_search_says_why_it_found_nothing(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("layouts", [("c", "c"), ("c", "fortran"), ("fortran", "c"),
-                                     ("fortran", "fortran"), ("strided", "c")])
+                                     ("fortran", "fortran"), ("strided", "c"),
+                                     ("window_t", "c"), ("window", "window_t"),
+                                     ("c", "window")])
 @pytest.mark.parametrize("alpha,beta", SCALARS)
 def test_gemm_matrix(impl, dtype, shape, layouts, alpha, beta):
     m, k, n = shape
@@ -63,6 +67,24 @@ def test_gemm_matrix(impl, dtype, shape, layouts, alpha, beta):
     assert excess.max() <= 0, f"worst element off by {excess.max():.3g} beyond the bound"
     np.testing.assert_array_equal(a, a0)  # inputs untouched
     np.testing.assert_array_equal(b, b0)
+
+
+@pytest.mark.parametrize("layout,in_place", [("c", True), ("fortran", True), ("window", True),
+                                             ("window_t", True), ("strided", False)])
+def test_operands_blas_reads_in_place_are_not_copied(layout, in_place):
+    x = arrange(np.arange(12, dtype=np.float32).reshape(3, 4), layout)
+    assert kernels._blas_ok(x) is in_place
+    assert (kernels._operand("a", x) is x) is in_place
+    for rows, cols in ((1, 4), (3, 1), (1, 1)):  # one row or column: any stride will do
+        assert kernels._blas_ok(arrange(np.ones((rows, cols), np.float32), layout))
+
+
+def test_operands_blas_cannot_read_are_refused():
+    x = np.ones((3, 4), np.float32)
+    assert not kernels._blas_ok(x[:, ::-1])  # a negative stride
+    assert not kernels._blas_ok(np.broadcast_to(x[:1], (3, 4)))  # a zero stride
+    overlapping = np.lib.stride_tricks.as_strided(x, (3, 3), (4, 4))
+    assert not kernels._blas_ok(overlapping)  # rows overlap: no leading size fits
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
