@@ -23,13 +23,15 @@ class EngineRunner:
     """The engine on one backend with one kernel mode, for the benchmark harness."""
 
     def __init__(self, data, backend, mode, hidden=(128,), activation="sigmoid",
-                 optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0, model="mlp"):
-        self.name = f"{'numpy' if backend.name == 'cpu' else 'cupy'}-{mode}"
+                 optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0, model="mlp",
+                 zero_columns="auto"):
+        self.name = f"{'numpy' if backend.name == 'cpu' else 'cupy'}-{mode}" + (
+            {"auto": "", "read": "-dense", "skip": "-skip"}[zero_columns])
         self.device, self.backend = backend.name, backend
         config = TrainConfig(epochs=1, hidden=tuple(hidden), activation=activation,
                              optimizer=optimizer, lr=lr, momentum=momentum,
                              batch_size=batch_size, schedule="constant", kernels=mode,
-                             model=model)
+                             model=model, zero_columns=zero_columns)
         self.trainer = Trainer(config, data, backend, log=lambda s: None)
         self.compile_seconds = self.trainer.compile_seconds
         self.sizes = [data.x_train.shape[1], *hidden, data.n_classes]
@@ -38,6 +40,17 @@ class EngineRunner:
         self._cols = self.trainer.batch_cols
         self._labels = backend.xp.take(self.trainer.y_train, self._perm)
         self._step = 0
+
+    def flops_per_sample(self):
+        """Training FLOPs per sample this runner does: :func:`flops_per_sample`, with the
+        first layer's two products over the mean column window of an epoch's batches where
+        it skips zero columns."""
+        dense = flops_per_sample(self.sizes)
+        if self.trainer._row_spans is None:
+            return dense
+        n_in, width = self.sizes[0], self.sizes[1]
+        windows = [n_in if c is None else c[1] - c[0] for c in self._cols]
+        return dense - 2 * 2 * width * (n_in - float(np.mean(windows)))
 
     def set_mode(self):
         kernels.set_mode(self.trainer.config.kernels)

@@ -21,6 +21,22 @@ def test_flops_per_sample_matches_hand_count():
     assert flops_per_sample([4, 3]) == 2 * 2 * 4 * 3
 
 
+def test_runner_flops_leave_out_skipped_columns(cpu):
+    from bench.training import EngineRunner
+    from tests.test_zero_columns import bordered_dataset
+
+    data = bordered_dataset(n_train=64)  # 40 columns with blank borders, 4 batches of 16
+    skip = EngineRunner(data, cpu, "fused", hidden=(8,), batch_size=16, zero_columns="skip")
+    dense = EngineRunner(data, cpu, "fused", hidden=(8,), batch_size=16, zero_columns="read")
+    assert (skip.name, dense.name) == ("numpy-fused-skip", "numpy-fused-dense")
+    widths = [40 if c is None else c[1] - c[0] for c in skip._cols]
+    assert min(widths) < 40
+    # forward x @ W1 and the weight gradient x.T @ gy over the window, 8 outputs each
+    skipped = 2 * 2 * 8 * sum(40 - w for w in widths) / len(widths)
+    assert skip.flops_per_sample() == pytest.approx(flops_per_sample([40, 8, 10]) - skipped)
+    assert dense.flops_per_sample() == flops_per_sample([40, 8, 10])
+
+
 def test_summary_and_interleaving_order():
     calls = []
     out = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
@@ -48,14 +64,17 @@ def test_xptrain_bench_quick(tmp_path, mnist_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     configs = {r["config"] for r in results["throughput"]}
-    assert {"numpy-reference", "numpy-fused"} <= configs
+    assert {"numpy-reference", "numpy-fused", "numpy-fused-dense"} <= configs
     for row in results["throughput"]:
         assert row["train_samples_per_second"] > 0 and row["infer_samples_per_second"] > 0
     for peer, module in (("torch-eager-cpu", "torch"), ("sklearn-mlp", "sklearn")):
         present = peer in configs
         absent = any(a.startswith(peer.rsplit("-", 1)[0]) for a in results["absent"])
         assert present != absent, (peer, module)
-    assert results["roofline"][0]["flops_per_sample"] == 409_088
+    flops = {r["config"]: r["flops_per_sample"] for r in results["roofline"]}
+    assert flops["numpy-fused-dense"] == flops.get("torch-eager-cpu", 409_088) == 409_088
+    # MNIST's blank border: the skipping configs do ~7% fewer FLOPs (a 709 of 784 window)
+    assert 0.85 * 409_088 < flops["numpy-fused"] == flops["numpy-reference"] < 0.97 * 409_088
     assert results["environment"]["threads"]["threads"] >= 1
     assert {r["batch"] for r in results["scaling"]["batch"]} == {32, 128, 1024}
     assert "Throughput" in proc.stdout and "Scaling" in proc.stdout
