@@ -105,6 +105,10 @@ def throughput(data, batches=(128, 1024, 8192), repeats=5):
             r = EngineRunner(data, backend, "fused", **model)
             runners[f"cupy-fused[{impl}]"] = r
             r.train_epoch = _with_twin(r.train_epoch, impl)
+        if gpu_impls:  # zero-column windows (read-all is the GPU default until this says)
+            r = EngineRunner(data, backend, "fused", zero_columns="skip", **model)
+            runners[f"cupy-fused[{gpu_impls[0]}]-skip"] = r
+            r.train_epoch = _with_twin(r.train_epoch, gpu_impls[0])
         if peers.available("torch"):
             runners["torch-eager-cuda"] = peers.TorchRunner(data, "cuda", **model)
         times = interleaved({k: r.train_epoch for k, r in runners.items()}, repeats, warmup=1)
