@@ -562,7 +562,7 @@ def _blas_ok(a):
     or whole columns of a C array, ``x[:, lo:hi]``, and its transpose."""
     flags = a.flags
     return flags.c_contiguous or flags.f_contiguous or blas_layout(
-        *a.shape, *a.strides, a.itemsize) is not None
+        *a.shape, *a.strides, a.itemsize)[0] != 0
 
 
 def _windows(h, w, k, stride, pad, what):

@@ -100,11 +100,12 @@ NO_TRANS, TRANS = 111, 112  # CBLAS_TRANSPOSE
 def layout(m, k, s0, s1, item):
     """How BLAS reads an (m, k) operand with byte strides (s0, s1) and element size ``item``:
     ``(NO_TRANS, lda)`` row by row (C order, or whole columns of a C array, ``x[:, lo:hi]``),
-    ``(TRANS, lda)`` as the transpose of such an array, or None when neither fits (no unit
-    stride, a negative or overlapping one). A stride along a dimension of 1 is never used.
-    Plain Python, also compiled into the Numba GEMM: one rule for the check and the call."""
+    ``(TRANS, lda)`` as the transpose of such an array, or ``(0, 0)`` when neither fits (no
+    unit stride, a negative or overlapping one). A stride along a dimension of 1 is never
+    used. Plain Python, also compiled into the Numba GEMM: one rule for the check and the
+    call (a tuple either way, so Numba types no optional)."""
     if (k == 1 or s1 == item) and (m == 1 or (s0 % item == 0 and s0 >= k * item)):
         return NO_TRANS, (max(k, 1) if m == 1 else s0 // item)
     if (m == 1 or s0 == item) and (k == 1 or (s1 % item == 0 and s1 >= m * item)):
         return TRANS, (max(m, 1) if k == 1 else s1 // item)
-    return None
+    return 0, 0

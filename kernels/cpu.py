@@ -342,7 +342,9 @@ def gather_rows(x, idx, scale, out):
     _gather(x, idx, scale, out)
 
 
-_layout = numba.njit(inline="always", cache=True, nogil=True)(blas_layout)
+# not inline="always": inlined in Numba's IR into each layout specialization of the GEMM
+# (two call sites each) it cost ~0.8 s more of a fresh compile; LLVM inlines it anyway
+_layout = numba.njit(cache=True, nogil=True)(blas_layout)
 
 
 @numba.njit(inline="always", cache=True, nogil=True)
