@@ -53,7 +53,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after an epoch
         self.dataset = dataset
         try:
-            self._upload(dataset)
+            host_x_train = self._upload(dataset)
             self.model = build_model(config.model, dataset.x_train.shape[1],
                                      dataset.image_shape, config.hidden, dataset.n_classes,
                                      config.activation, config.dropout, self.xp, config.seed)
@@ -76,12 +76,14 @@ class Trainer:
         self._batches, self._losses = {}, None
         self._row_spans = None  # per training row, its nonzero columns (see _batch_cols)
         if self.model.takes_cols and config.skips_zero_columns(backend.name):
-            self._row_spans = nonzero_spans(backend.to_host(self.x_train))
+            self._row_spans = nonzero_spans(host_x_train)  # from the host: no device read
         self.batch_cols = [None] * self.steps_per_epoch
         self.compile_seconds = kernels.prepare(backend.name)
 
     # -- data -------------------------------------------------------------------------
     def _upload(self, d):
+        """Put the training, evaluation and test sets on the device; return the host
+        training images (after any validation split)."""
         c = self.config
         x_train, y_train = d.x_train, d.y_train
         if c.val_fraction:
@@ -96,6 +98,7 @@ class Trainer:
             self.x_eval, self.y_eval = self._to_device(x_eval, y_eval)
         else:  # the test set itself: no second upload
             self.x_eval, self.y_eval = self.x_test, self.y_test
+        return x_train
 
     def _to_device(self, x_uint8, y):
         """Upload uint8 pixels once; batches are converted to float32 on the device."""
