@@ -30,13 +30,13 @@ def make_runners(data, devices, model, names=None):
     runners, absent = {}, []
     for device in devices:
         backend = select_backend(device)
-        prefix = "numpy" if device == "cpu" else "cupy"
         for mode in ("reference", "fused"):
-            if names is None or f"{prefix}-{mode}" in names:
-                runners[f"{prefix}-{mode}"] = training.EngineRunner(data, backend, mode, **model)
+            if names is None or training.runner_name(device, mode) in names:
+                runner = training.EngineRunner(data, backend, mode, **model)
+                runners[runner.name] = runner
         # the other zero-column choice beside the default (skip on the CPU, read on a GPU)
         other = "read" if device == "cpu" else "skip"
-        alt = f"{prefix}-fused-{'dense' if other == 'read' else 'skip'}"
+        alt = training.runner_name(device, "fused", other)
         if model.get("model", "mlp") == "mlp" and (names is None or alt in names):
             runners[alt] = training.EngineRunner(data, backend, "fused", zero_columns=other,
                                                  **model)

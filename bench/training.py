@@ -19,14 +19,21 @@ def flops_per_sample(sizes):
     return 2 * (3 * sum(pairs) - pairs[0])
 
 
+def runner_name(device, mode, zero_columns="auto"):
+    """The benchmark's name of the engine on ``device`` in kernel ``mode``: numpy-fused,
+    cupy-reference, ...; "-dense" / "-skip" where zero columns are read / skipped by choice
+    rather than by the device's default."""
+    suffix = {"auto": "", "read": "-dense", "skip": "-skip"}[zero_columns]
+    return f"{'numpy' if device == 'cpu' else 'cupy'}-{mode}{suffix}"
+
+
 class EngineRunner:
     """The engine on one backend with one kernel mode, for the benchmark harness."""
 
     def __init__(self, data, backend, mode, hidden=(128,), activation="sigmoid",
                  optimizer="sgd", lr=0.1, batch_size=128, momentum=0.0, model="mlp",
                  zero_columns="auto"):
-        self.name = f"{'numpy' if backend.name == 'cpu' else 'cupy'}-{mode}" + (
-            {"auto": "", "read": "-dense", "skip": "-skip"}[zero_columns])
+        self.name = runner_name(backend.name, mode, zero_columns)
         self.device, self.backend = backend.name, backend
         config = TrainConfig(epochs=1, hidden=tuple(hidden), activation=activation,
                              optimizer=optimizer, lr=lr, momentum=momentum,
@@ -45,12 +52,9 @@ class EngineRunner:
         """Training FLOPs per sample this runner does: :func:`flops_per_sample`, with the
         first layer's two products over the mean column window of an epoch's batches where
         it skips zero columns."""
-        dense = flops_per_sample(self.sizes)
-        if self.trainer._row_spans is None:
-            return dense
-        n_in, width = self.sizes[0], self.sizes[1]
+        n_in, width = self.sizes[0], self.sizes[1]  # every window None: all n_in columns
         windows = [n_in if c is None else c[1] - c[0] for c in self._cols]
-        return dense - 2 * 2 * width * (n_in - float(np.mean(windows)))
+        return flops_per_sample(self.sizes) - 2 * 2 * width * (n_in - float(np.mean(windows)))
 
     def set_mode(self):
         kernels.set_mode(self.trainer.config.kernels)

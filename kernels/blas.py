@@ -26,7 +26,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._checks import NO_TRANS, TRANS  # noqa: F401 - CBLAS enums, with the layout rule
+from ._checks import NO_TRANS, TRANS  # CBLAS enums, kept beside the layout rule
 
 ROW_MAJOR = 101
 Blas = namedtuple("Blas", "sgemm dgemm ilp64 path")  # addresses, 64-bit integers, library
