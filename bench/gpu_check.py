@@ -19,10 +19,10 @@ import traceback
 
 import numpy as np
 
-import kernels
-from engine.backend import probe_cuda, select_backend
-from engine.data import load_mnist
-from engine.train import TrainConfig, Trainer
+from .. import kernels
+from ..backend import probe_cuda, select_backend
+from ..data import load_mnist
+from ..train import TrainConfig, Trainer
 
 from . import peers
 from .kernels import format_kernel_table, kernel_table

@@ -6,16 +6,15 @@ same batch, same thread count for every contender. Epochs are timed interleaved
 """
 
 import math
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from engine.backend import probe_cuda, select_backend
-from engine.data import Dataset, load_mnist
+from ..backend import probe_cuda, select_backend
+from ..data import Dataset, load_mnist
 
 from . import peers, training
+from .memory import peak_memory
 from .report import add_ratio_to_peer, environment, plot_scaling, table, write_results
 from .timing import interleaved, set_threads, summary
 
@@ -117,7 +116,7 @@ def roofline(rows, backends, sizes, runners=None):
 
 def time_to_accuracy(data, device, targets=(0.97, 0.98), epochs=10):
     """Wall training time (evaluation excluded) to reach each test accuracy, default recipe."""
-    from engine.train import TrainConfig, Trainer
+    from ..train import TrainConfig, Trainer
 
     out = []
     trainer = Trainer(TrainConfig(epochs=epochs), data, select_backend(device),
@@ -196,54 +195,6 @@ def cnn_comparison(data, devices, repeats=3, n_samples=6000):
                      "spread": s["spread"]})
     return add_ratio_to_peer(rows, "train_samples_per_second",
                              lambda row, r: r["config"] == f"torch-eager-cnn-{row['device']}")
-
-
-def peak_memory(config, argv):
-    """Peak memory (MiB) one epoch of ``config`` adds, measured in a fresh process."""
-    cmd = [sys.executable, "-m", "bench", "--memory-probe", config, *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    try:
-        return float(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return None
-
-
-def memory_probe(config, data, devices):
-    """Print the peak resident memory (MiB) one epoch of ``config`` adds to the process
-    (on CUDA: the device memory its allocator holds after the epoch).
-
-    The baseline is taken after importing the libraries this config needs and loading the
-    data; the kernel's high-water mark is reset there (Linux ``clear_refs``), so loading
-    the data does not count.
-    """
-    if config.startswith("torch"):
-        import torch  # noqa: F401 - part of the baseline, like NumPy for the others
-    elif config.startswith("sklearn"):
-        import sklearn.neural_network  # noqa: F401
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-    base = _status_mib("VmRSS")
-    runners, _ = make_runners(data, devices, MODEL, names={config})
-    runners[config].train_epoch()
-    if device_of(config) == "cuda":  # device memory: what the allocator holds after an epoch
-        if config.startswith("torch"):
-            import torch
-
-            print(torch.cuda.max_memory_reserved() / 2**20)
-        else:
-            import cupy
-
-            print(cupy.get_default_memory_pool().total_bytes() / 2**20)
-        return
-    print(max(_status_mib("VmHWM") - base, 0.0))
-
-
-def _status_mib(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise OSError(f"/proc/self/status has no {key}")
 
 
 MODEL = dict(hidden=(128,), activation="sigmoid", optimizer="sgd", lr=0.1, batch_size=128)

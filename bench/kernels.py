@@ -1,20 +1,22 @@
 """Kernel timings: each fused twin against the plain-xp reference, batch 32 to 8192.
 
-Compile time is excluded (``kernels.prepare`` and a warm-up call run first) and reported
-separately. On the GPU each timing synchronizes the stream.
+Each twin is timed as training calls it: the resolved ops (:func:`xptrain.kernels.resolve`)
+on buffers validated once, not the checked public functions. Compile time is excluded
+(``Ops.compile`` and a warm-up call run first) and reported separately. On the GPU each
+timing synchronizes the stream.
 """
 
 import numpy as np
 
-import kernels
-
+from .. import kernels
+from ..kernels.reference import adam_scalars
 from .timing import samples, summary
 
 BATCHES = (32, 128, 512, 2048, 8192)
 
 
 def _cases(xp, batch, rng):
-    """name -> (callable taking impl, restore or None) for one batch size, on ``xp`` arrays.
+    """name -> (callable taking an Ops, restore or None) for one batch size, on ``xp`` arrays.
 
     The activation kernels work in place, as in training; ``restore`` copies their input back
     before every call (so repeated calls see the same values, never decaying to denormals)
@@ -34,23 +36,23 @@ def _cases(xp, batch, rng):
 
     def restore():
         gy[...] = gy0
+    f = np.float32
     return {
-        "softmax_cross_entropy (Bx10)": (lambda impl: kernels.softmax_cross_entropy(
-            logits, labels, out=out, row_loss=rows, check=False, impl=impl), None),
-        "sigmoid_backward (Bx128)": (lambda impl: kernels.sigmoid_backward(
-            gy, y, out=gy, impl=impl), restore),
-        "sigmoid_backward + bias grad": (lambda impl: kernels.sigmoid_backward(
-            gy, y, out=gy, bias_grad=gb, impl=impl), restore),
-        "bias + sigmoid (Bx128)": (lambda impl: kernels.bias_activation(
-            gy, b, "sigmoid", impl=impl), restore),
-        "bias + relu (Bx128)": (lambda impl: kernels.bias_activation(
-            gy, b, "relu", impl=impl), restore),
-        "gather_rows (Bx784 uint8)": (lambda impl: kernels.gather_rows(
-            pixels, idx, 1 / 255, out=xb, impl=impl), None),
+        "softmax_cross_entropy (Bx10)": (lambda ops: ops.softmax_cross_entropy_rows(
+            logits, labels, rows, out), None),
+        "sigmoid_backward (Bx128)": (lambda ops: ops.activation_backward(
+            gy, y, "sigmoid", None), restore),
+        "sigmoid_backward + bias grad": (lambda ops: ops.activation_backward(
+            gy, y, "sigmoid", gb), restore),
+        "bias + sigmoid (Bx128)": (lambda ops: ops.bias_activation(gy, b, "sigmoid"), restore),
+        "bias + relu (Bx128)": (lambda ops: ops.bias_activation(gy, b, "relu"), restore),
+        "gather_rows (Bx784 uint8)": (lambda ops: ops.gather_rows(
+            pixels, idx, f(1 / 255), xb), None),
         # the folded SGD step of a 784x128 layer: W = W - lr x.T gy (the reference: matmul,
         # then passes for alpha and the sum)
-        "gemm W -= lr x.T gy (784x128)": (lambda impl: kernels.gemm(
-            xb.T, gy0, w, -1e-7, 1.0, impl=impl), None),
+        "gemm W -= lr x.T gy (784x128)": (lambda ops: ops.gemm(xb.T, gy0, w, f(-1e-7), f(1)),
+                                          None),
+        "column_window (Bx784)": (lambda ops: ops.column_window(xb), None),
     }
 
 
@@ -59,19 +61,22 @@ def _update_cases(xp, rng, n_params=101_770):
     p, g, m, v = (xp.asarray(rng.standard_normal(n_params).astype(np.float32))
                   for _ in range(4))
     v = abs(v)
+    f = np.float32
+    adam = adam_scalars(np.dtype(f), 1e-6, 10, 0.9, 0.999, 1e-8, 0.0, False)
     return {
-        "sgd_update (momentum, 101,770)": (lambda impl: kernels.sgd_update(
-            p, g, m, 1e-3, 0.9, False, 0.0, 100_480, impl=impl), None),
-        "adam_update (101,770)": (lambda impl: kernels.adam_update(
-            p, g, m, v, 1e-6, 10, n_decay=100_480, impl=impl), None),
+        "sgd_update (momentum, 101,770)": (lambda ops: ops.sgd_update(
+            p, g, m, f(1e-3), f(0.9), False, f(0), 100_480), None),
+        "adam_update (101,770)": (lambda ops: ops.adam_update(p, g, m, v, *adam, 100_480),
+                                  None),
     }
 
 
 def kernel_table(backend, batches=BATCHES, repeats=50, seed=0):
     """Rows of {kernel, impl, batch, seconds, spread, speedup} for every available twin."""
     xp, device = backend.xp, backend.name
-    kernels.prepare(device)
-    impls = kernels.implementations(device)
+    impls = [kernels.resolve(device, name) for name in kernels.available(device)]
+    for ops in impls:
+        ops.compile()
     rng = np.random.default_rng(seed)
     rows = []
     for batch in batches:
@@ -93,7 +98,7 @@ def _measure(cases, impls, batch, repeats, backend):
                                     sync=backend.synchronize, inner=5))
             stats["median"] = max(stats["median"] - base, 1e-9)
             ref = ref or stats["median"]
-            rows.append({"kernel": name, "impl": impl, "batch": batch,
+            rows.append({"kernel": name, "impl": impl.name, "batch": batch,
                          "seconds": stats["median"], "spread": stats["spread"],
                          "speedup": ref / stats["median"]})
     return rows

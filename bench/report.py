@@ -6,7 +6,7 @@ import os
 import platform
 from importlib import metadata
 
-from engine.checkpoint import write_json
+from ..checkpoint import write_json
 
 
 def environment(backend, threads):

@@ -2,10 +2,8 @@
 
 import numpy as np
 
-import kernels
-
-from engine.data import to_pixels
-from engine.train import TrainConfig, Trainer
+from ..data import to_pixels
+from ..train import TrainConfig, Trainer
 
 from .timing import interleaved, samples, summary
 
@@ -43,52 +41,42 @@ class EngineRunner:
         self.compile_seconds = self.trainer.compile_seconds
         self.sizes = [data.x_train.shape[1], *hidden, data.n_classes]
         self.n_train = self.trainer.n_train
-        self._perm = self.trainer._prepare_epoch(0)
-        self._cols = self.trainer.batch_cols
-        self._labels = backend.xp.take(self.trainer.y_train, self._perm)
-        self._step = 0
+        self._steps = None
 
     def flops_per_sample(self):
-        """Training FLOPs per sample this runner does: :func:`flops_per_sample`, with the
-        first layer's two products over the mean column window of an epoch's batches where
-        it skips zero columns."""
-        n_in, width = self.sizes[0], self.sizes[1]  # every window None: all n_in columns
-        windows = [n_in if c is None else c[1] - c[0] for c in self._cols]
-        return flops_per_sample(self.sizes) - 2 * 2 * width * (n_in - float(np.mean(windows)))
-
-    def set_mode(self):
-        kernels.set_mode(self.trainer.config.kernels)
+        """Training FLOPs per sample of the model's dense products (:func:`flops_per_sample`;
+        a configuration that skips zero columns does fewer)."""
+        return flops_per_sample(self.sizes)
 
     def train_epoch(self):
         """One full epoch (as in training); the device is synchronized by the loss read."""
-        self.set_mode()
         self.trainer.train_epoch(0)
 
     def train_steps(self, n):
-        """``n`` training steps cycling through one permutation (for short measurements)."""
-        self.set_mode()
-        t, bs = self.trainer, self.trainer.config.batch_size
-        steps = t.steps_per_epoch
+        """``n`` training steps cycling through epoch 0's batches (short measurements)."""
+        t = self.trainer
         for _ in range(n):
-            s = self._step % steps
-            t.step(self._perm[s * bs:(s + 1) * bs], t.config.lr, self._labels[s * bs:(s + 1) * bs],
-                   self._cols[s])
-            self._step += 1
+            step = next(self._steps, None) if self._steps is not None else None
+            if step is None:
+                self._steps = t.batches.epoch(0)
+                step = next(self._steps)
+            s, idx, labels = step
+            t.step(idx, labels, t.config.lr, t.batches.step_key(0, s))
         self.backend.synchronize()
 
     def infer(self):
         """Forward pass over the test set (logits stay on the device)."""
-        self.set_mode()
         t = self.trainer
-        chunk = t.model.eval_chunk
-        for s in range(0, t.y_test.shape[0], chunk):
-            t.model.forward(to_pixels(t.x_test[s:s + chunk]), train=False).argmax(axis=1)
+        chunk = t.model.eval_rows
+        for s in range(0, t.data.y_test.shape[0], chunk):
+            t.model.forward(to_pixels(t.data.x_test[s:s + chunk])).argmax(axis=1)
         self.backend.synchronize()
 
     def accuracy(self):
-        from engine.metrics import accuracy
+        from ..metrics import accuracy
 
-        return accuracy(self.trainer.evaluate(self.trainer.x_test, self.trainer.y_test)[1])
+        t = self.trainer
+        return accuracy(t.evaluate(t.data.x_test, t.data.y_test)[1])
 
 
 def matmul_step(backend, sizes, batch):

@@ -5,13 +5,16 @@ reason CUDA is or is not used is kept and said once.
 """
 
 import os
+import sys
 
 import numpy as np
 
-from kernels._checks import get_array_module, is_cupy_array
+from .kernels._checks import get_array_module, is_cupy_array
+from .kernels.ops import is_out_of_memory  # noqa: F401 - part of this API
+from .errors import UserError
 
 __all__ = ["Backend", "BackendError", "DeviceMemoryError", "select_backend", "probe_cuda",
-           "get_array_module", "enable_tf32", "to_host"]
+           "get_array_module", "to_host"]
 
 DEVICES = ("auto", "cpu", "cuda")
 INSTALL_HINT = ('install CuPy for your CUDA version: pip install "xptrain[cuda12]" '
@@ -23,7 +26,7 @@ def to_host(a):
     return a.get() if is_cupy_array(a) else np.array(a)
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """The requested device cannot be used; the message says why and what to do."""
 
 
@@ -94,13 +97,6 @@ class DeviceMemoryError(BackendError):
     """The GPU ran out of memory; the message names the batch size and the bytes asked for."""
 
 
-def is_out_of_memory(exc):
-    """True for CuPy's (or a CUDA library's) out-of-memory errors, without importing CuPy."""
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or (name == "CUDARuntimeError"
-                                          and "out of memory" in str(exc).lower())
-
-
 def out_of_memory_error(exc, batch_size, what="training"):
     """A :class:`DeviceMemoryError` for ``exc``, naming the batch size and the request."""
     import re
@@ -112,19 +108,42 @@ def out_of_memory_error(exc, batch_size, what="training"):
         f"({exc}); lower --batch-size or --hidden, or free GPU memory")
 
 
-def enable_tf32(enabled):
-    """Opt in to TF32 matrix products on CUDA (CuPy reads CUPY_TF32; it changes numerics)."""
-    if enabled:
-        os.environ["CUPY_TF32"] = "1"
-    return enabled
+def _tf32(backend):
+    """Turn TF32 on for ``backend`` or refuse: it must be CUDA with compute capability >=
+    8.0, and CuPy must read ``CUPY_TF32=1`` when it is imported, which :func:`select_backend`
+    arranges when it imports CuPy itself."""
+    if backend.name != "cuda":
+        raise BackendError(f"--tf32 needs a CUDA GPU, but this run is on the CPU "
+                           f"({backend.reason})")
+    if os.environ.get("CUPY_TF32") != "1":
+        raise BackendError("--tf32: CuPy was imported before TF32 was asked for, so it "
+                           "cannot take effect; set CUPY_TF32=1 in the environment instead")
+    major = int(backend.xp.cuda.Device().compute_capability) // 10
+    if major < 8:
+        raise BackendError(f"--tf32 needs compute capability >= 8.0; {backend.device_name} "
+                           f"has {major}.x")
+    backend.reason += "; TF32 matrix products on"
+    return backend
 
 
-def select_backend(device="auto"):
-    """Return the :class:`Backend` for ``device``; ``cuda`` unusable is a :class:`BackendError`."""
+def select_backend(device="auto", tf32=False):
+    """Return the :class:`Backend` for ``device``; ``cuda`` unusable is a :class:`BackendError`.
+
+    ``tf32=True``: TF32 matrix products on CUDA (it changes numerics), or a
+    :class:`BackendError` saying why it cannot take effect.
+    """
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise BackendError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if tf32 and "cupy" not in sys.modules:
+        os.environ["CUPY_TF32"] = "1"  # read by CuPy when it is imported, below
     if device == "cpu":
-        return Backend("cpu", np, "asked for with --device cpu", "CPU")
+        backend = Backend("cpu", np, "asked for with --device cpu", "CPU")
+    else:
+        backend = _cuda_or_cpu(device)
+    return _tf32(backend) if tf32 else backend
+
+
+def _cuda_or_cpu(device):
     cupy, name, why = probe_cuda()
     if cupy is not None:
         return Backend("cuda", cupy, "CuPy and a working GPU found", name)

@@ -14,12 +14,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from .errors import UserError
 
 FORMAT = "xptrain-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """An unreadable, corrupt or foreign checkpoint; the message names the file."""
 
 

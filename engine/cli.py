@@ -1,8 +1,9 @@
-"""The ``xptrain`` command line: train, evaluate, info.
+"""The ``xptrain`` command line: train, evaluate, predict, plot, bench, info.
 
 Every user error (bad option, missing or corrupt data, unusable device, unreadable
-checkpoint) is one ``xptrain: error: ...`` line on stderr and a non-zero exit.
-Set ``XPTRAIN_DEBUG=1`` to see the traceback instead.
+checkpoint) is one ``xptrain: error: ...`` line on stderr and exit status 2; a diverged run
+exits 3, an interrupted one 130. Anything else is a bug and keeps its traceback (exit 1).
+Set ``XPTRAIN_DEBUG=1`` to see the traceback of a user error too.
 """
 
 import argparse
@@ -23,6 +24,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -51,67 +62,84 @@ def _hidden(text):
     return sizes
 
 
-def build_parser():
+# Training options: parsed with default None, so a resumed run knows what was asked for.
+TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                 "optimizer": "optimizer", "momentum": "momentum", "nesterov": "nesterov",
+                 "weight_decay": "weight_decay", "schedule": "schedule",
+                 "warmup": "warmup_epochs", "step_epochs": "step_epochs", "gamma": "gamma",
+                 "model": "model", "hidden": "hidden", "activation": "activation",
+                 "dropout": "dropout", "seed": "seed", "val_fraction": "val_fraction",
+                 "kernels": "kernels", "zero_columns": "zero_columns"}
+
+
+def _train_parser(sub):
     from .config import ZERO_COLUMNS
     from .optim import OPTIMIZERS, SCHEDULES
     from .train import TrainConfig
 
     d = TrainConfig()
+    t = sub.add_parser("train", help="train an MLP or CNN on MNIST (or any MNIST-format IDX "
+                       "folder)", epilog="With --resume the run continues as the checkpoint "
+                       "configured it: --epochs extends it, --kernels and --zero-columns may "
+                       "change, any other training option that differs is refused.")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    opt = t.add_argument
+    opt("--epochs", type=_positive_int, help=f"default {d.epochs}")
+    opt("--batch-size", type=_positive_int, help=f"default {d.batch_size}")
+    opt("--lr", type=_float(0, low_open=True), help=f"peak learning rate (default {d.lr})")
+    opt("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
+    opt("--momentum", type=_float(0, 1), help=f"SGD momentum (default {d.momentum})")
+    opt("--nesterov", action="store_const", const=True, help="Nesterov momentum (SGD)")
+    opt("--weight-decay", type=_float(0), help=f"default {d.weight_decay}")
+    opt("--schedule", choices=SCHEDULES, help=f"default {d.schedule}")
+    opt("--warmup", type=_float(0), help="linear warm-up length in epochs (may be fractional)")
+    opt("--step-epochs", type=_positive_int, help="step schedule: decay every this many "
+        f"epochs (default {d.step_epochs})")
+    opt("--gamma", type=_float(0, low_open=True), help=f"step schedule: decay factor "
+        f"(default {d.gamma})")
+    opt("--model", help='"mlp" (default, sized by --hidden), "cnn" (conv32-pool-conv64-pool-'
+        'fc128) or a layer spec such as conv16-pool-fc64 (convF[kK][sS][pP], pool[K][sS], '
+        'fcN, dropP)')
+    opt("--hidden", type=_hidden, help="hidden layer widths, comma-separated (default "
+        f"{','.join(map(str, d.hidden))})")
+    opt("--activation", choices=("relu", "sigmoid", "tanh"), help=f"default {d.activation}")
+    opt("--dropout", type=_float(0, 1), help=f"default {d.dropout}")
+    opt("--seed", type=_non_negative_int, help=f"default {d.seed}")
+    opt("--val-fraction", type=_float(0, 1), help="hold out this fraction of the training "
+        "set for validation")
+    opt("--kernels", choices=("fused", "reference"), help=f"default {d.kernels}")
+    opt("--zero-columns", choices=ZERO_COLUMNS, help="skip the input columns that are zero in "
+        "a whole batch in the first layer's products (same result, fewer FLOPs), or read "
+        "them all; auto (default): skip on the CPU, read on a GPU")
+    opt("--tf32", action="store_true", help="TF32 matrix products on CUDA (compute "
+        "capability >= 8.0; changes numerics); refused where the run is not on such a GPU")
+    opt("--data-dir", help="folder with the four MNIST IDX files (raw or .gz)")
+    opt("--out", help="output folder for checkpoint.npz and history.json (default "
+        "runs/<date-time>)")
+    opt("--resume", metavar="CHECKPOINT", help="continue an interrupted or finished run")
+    opt("--no-download", action="store_true", help="never download data")
+    opt("--quiet", action="store_true", help="print only the final summary")
+    opt("--json", action="store_true", help="print one final JSON object on stdout (logs go "
+        "to stderr)")
+    opt("--plots", metavar="DIR", help="write learning curves, confusion matrix, predictions, "
+        "mistakes and first-layer weights as PNGs (plot extra)")
+
+
+def _data_options(p):
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (raw or .gz)")
+    p.add_argument("--no-download", action="store_true", help="never download data")
+
+
+def build_parser():
     parser = argparse.ArgumentParser(prog="xptrain", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"xptrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train an MLP on MNIST (or any MNIST-format IDX folder)")
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    t.add_argument("--lr", type=_float(0, low_open=True), default=d.lr, help="peak learning rate")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    t.add_argument("--momentum", type=_float(0, 1), default=d.momentum, help="SGD momentum")
-    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    t.add_argument("--weight-decay", type=_float(0), default=d.weight_decay)
-    t.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    t.add_argument("--warmup", type=_float(0), default=d.warmup_epochs,
-                   help="linear warm-up length in epochs (may be fractional)")
-    t.add_argument("--step-epochs", type=_positive_int, default=d.step_epochs,
-                   help="step schedule: decay every this many epochs")
-    t.add_argument("--gamma", type=_float(0, low_open=True), default=d.gamma,
-                   help="step schedule: decay factor")
-    t.add_argument("--model", default=d.model,
-                   help='"mlp" (default, sized by --hidden), "cnn" (conv32-pool-conv64-pool-'
-                   'fc128) or a layer spec such as conv16-pool-fc64 (convF[kK][sS][pP], '
-                   'pool[K][sS], fcN, dropP)')
-    t.add_argument("--hidden", type=_hidden, default=d.hidden,
-                   help="hidden layer widths, comma-separated (default %(default)s)")
-    t.add_argument("--activation", choices=("relu", "sigmoid", "tanh"), default=d.activation)
-    t.add_argument("--dropout", type=_float(0, 1), default=d.dropout)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--val-fraction", type=_float(0, 1), default=0.0,
-                   help="hold out this fraction of the training set for validation")
-    t.add_argument("--kernels", choices=("fused", "reference"), default=d.kernels)
-    t.add_argument("--zero-columns", choices=ZERO_COLUMNS, default=d.zero_columns,
-                   help="skip the input columns that are zero in a whole batch in the first "
-                   "layer's products (same result, fewer FLOPs), or read them all; auto "
-                   "(default): skip on the CPU, read on a GPU")
-    t.add_argument("--tf32", action="store_true",
-                   help="TF32 matrix products on CUDA (compute capability >= 8.0; changes "
-                   "numerics, off by default)")
-    t.add_argument("--data-dir", help="folder with the four MNIST IDX files (raw or .gz)")
-    t.add_argument("--out", help="output folder for checkpoint.npz and history.json "
-                   "(default runs/<date-time>)")
-    t.add_argument("--resume", metavar="CHECKPOINT", help="continue an interrupted run")
-    t.add_argument("--no-download", action="store_true", help="never download data")
-    t.add_argument("--quiet", action="store_true", help="print only the final summary")
-    t.add_argument("--json", action="store_true",
-                   help="print one final JSON object on stdout (logs go to stderr)")
-    t.add_argument("--plots", metavar="DIR", help="write learning curves, confusion matrix, "
-                   "predictions, mistakes and first-layer weights as PNGs (plot extra)")
+    _train_parser(sub)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on the test set")
     e.add_argument("checkpoint")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    e.add_argument("--data-dir")
-    e.add_argument("--no-download", action="store_true")
+    _data_options(e)
     e.add_argument("--json", action="store_true")
 
     sub.add_parser("info", help="versions, devices, and which kernels are active")
@@ -119,9 +147,7 @@ def build_parser():
     pl = sub.add_parser("plot", help="write the PNGs of a finished run (plot extra)")
     pl.add_argument("run_dir", help="a --out folder holding checkpoint.npz and history.json")
     pl.add_argument("--out", help="where to write the PNGs (default RUN_DIR/plots)")
-    pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    pl.add_argument("--data-dir")
-    pl.add_argument("--no-download", action="store_true")
+    _data_options(pl)
 
     pr = sub.add_parser("predict", help="top-3 classes for PNG/JPEG images or IDX files")
     pr.add_argument("checkpoint")
@@ -142,16 +168,12 @@ def build_parser():
     b.add_argument("--plot", metavar="FILE.png", help="scaling plot (needs the plot extra)")
     b.add_argument("--data-dir")
     b.add_argument("--no-download", action="store_true")
-    b.add_argument("--memory-probe", help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from .backend import BackendError
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .plots import PlotUnavailable
+    from .errors import UserError
     from .train import TrainingDiverged, TrainingInterrupted
 
     from .commands import cmd_bench, cmd_plot, cmd_predict
@@ -166,9 +188,11 @@ def main(argv=None):
     except TrainingDiverged as exc:
         print(f"xptrain: error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (BackendError, CheckpointError, DataError, PlotUnavailable, ValueError,
-            OSError) as exc:
-        if os.environ.get("XPTRAIN_DEBUG"):
+    except (UserError, OSError) as exc:
+        # OSError: a file or folder the user named (unwritable --out, a full disk); any
+        # other exception is a bug in xptrain and keeps its traceback
+        if os.environ.get("XPTRAIN_DEBUG") or (isinstance(exc, OSError)
+                                               and exc.filename is None):
             raise
         print(f"xptrain: error: {exc}", file=sys.stderr)
         return EXIT_USER
@@ -184,54 +208,54 @@ def _logger(args):
     return lambda msg: print(msg, file=stream, flush=True)
 
 
+def given_options(args):
+    """The training options given on the command line, as TrainConfig fields."""
+    return {field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()
+            if getattr(args, dest) is not None}
+
+
 def cmd_train(args):
-    from .backend import enable_tf32, select_backend
+    from .backend import select_backend
     from .data import load_mnist
+    from .evaluate import describe_model
     from .metrics import format_per_class
     from .train import TrainConfig, Trainer
 
     log = _logger(args)
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-        schedule=args.schedule, warmup_epochs=args.warmup, step_epochs=args.step_epochs,
-        gamma=args.gamma, model=args.model, hidden=args.hidden, activation=args.activation,
-        dropout=args.dropout, seed=args.seed, val_fraction=args.val_fraction,
-        kernels=args.kernels, zero_columns=args.zero_columns).validate()
-    enable_tf32(args.tf32)
-    backend = select_backend(args.device)
-    log(f"device: {backend.describe()}" + (" (TF32 on)" if args.tf32 else ""))
+    given = given_options(args)
+    TrainConfig(**given).validate()  # a bad value fails before any data is read
+    backend = select_backend(args.device, tf32=args.tf32)
+    log(f"device: {backend.describe()}")
     dataset = load_mnist(args.data_dir, download=not args.no_download,
                          progress=sys.stderr.isatty())
     log(f"data: {dataset.describe()}")
     progress = sys.stderr.isatty() and not args.quiet
     start = time.perf_counter()
     if args.resume:
-        trainer = Trainer.resume(args.resume, dataset, backend, args.out, log=log,
-                                 progress=progress)
+        trainer = Trainer.resume(args.resume, dataset, backend, args.out, overrides=given,
+                                 log=log, progress=progress)
         log(f"resuming {args.resume} at epoch {trainer.epoch + 1}, "
-            f"step {trainer.step_in_epoch}")
+            f"step {trainer.step_in_epoch}, to epoch {trainer.config.epochs}")
     else:
         out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-        trainer = Trainer(config, dataset, backend, out, log=log, progress=progress)
+        trainer = Trainer(TrainConfig(**given), dataset, backend, out, log=log,
+                          progress=progress)
     if args.plots:
         from .plots import pyplot
 
         pyplot()  # say what to install before training, not after
     c = trainer.config
-    from .evaluate import describe_model
-
     log(f"model: {describe_model(trainer.model.spec())}, "
         f"{trainer.model.n_params:,} parameters; {c.optimizer} lr {c.lr} "
-        f"{c.schedule}, batch {c.batch_size}, {c.epochs} epochs, kernels {c.kernels}")
+        f"{c.schedule}, batch {c.batch_size}, {c.epochs} epochs, kernels {trainer.ops.name}")
     history = trainer.fit()
-    test_loss, conf = trainer.evaluate(trainer.x_test, trainer.y_test)
+    test_loss, conf = trainer.evaluate(trainer.data.x_test, trainer.data.y_test)
     summary = _summary(trainer, history, test_loss, conf, time.perf_counter() - start)
     trainer.save()
     log(format_per_class(conf))
     log(f"test accuracy {summary['test_accuracy'] * 100:.2f}%  test loss {test_loss:.4f}  "
-        f"train time {summary['seconds']:.1f}s  {summary['samples_per_second']:,.0f} samples/s"
-        f"  checkpoint {trainer.checkpoint_path}")
+        f"train time {summary['seconds']:.1f}s  {summary['samples_per_second'] or 0:,.0f} "
+        f"samples/s  checkpoint {trainer.checkpoint_path}")
     if args.plots:
         from .commands import write_plots
 
@@ -246,12 +270,13 @@ def _summary(trainer, history, test_loss, conf, wall):
     from .metrics import accuracy, per_class_accuracy
 
     seconds = sum(row["seconds"] for row in history)
-    samples = trainer.n_train * len(history)
+    samples = sum(row["samples_per_second"] * row["seconds"] for row in history
+                  if row["samples_per_second"])
     return {"test_accuracy": accuracy(conf), "test_loss": test_loss, "epochs": len(history),
             "seconds": seconds, "wall_seconds": wall,
             "samples_per_second": samples / seconds if seconds else None,
             "device": trainer.backend.name, "device_name": trainer.backend.device_name,
-            "kernels": trainer.config.kernels,
+            "kernels": trainer.ops.name,
             "per_class_accuracy": [float(a) for a in per_class_accuracy(conf)],
             "checkpoint": str(trainer.checkpoint_path) if trainer.checkpoint_path else None,
             "history": history}

@@ -52,10 +52,10 @@ def cmd_predict(args):
 
 
 def cmd_bench(args):
-    from bench import harness
+    from .bench import harness
 
     if args.memory_probe:
-        from bench.timing import set_threads
+        from .bench.timing import set_threads
         from .data import load_mnist
 
         set_threads(args.threads)

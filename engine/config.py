@@ -2,9 +2,12 @@
 
 from dataclasses import dataclass, field, fields
 
-import kernels
+from .errors import ConfigError
+from .kernels import MODES, TWINS
 
 ZERO_COLUMNS = ("auto", "skip", "read")  # see TrainConfig.skips_zero_columns
+# Fields a resumed run may change: they choose how the same steps are computed, not which.
+EXECUTION_FIELDS = ("kernels", "zero_columns", "eval_batch")
 
 
 @dataclass
@@ -33,28 +36,32 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self):
+        """Check every field; return ``self``. A :class:`ConfigError` names the bad one."""
         for name in ("epochs", "batch_size", "eval_batch", "step_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.val_fraction and not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), "
-                             f"got {self.warmup_epochs!r}")
-        if self.zero_columns not in ZERO_COLUMNS:
-            raise ValueError(f"zero_columns must be one of {', '.join(ZERO_COLUMNS)}, "
-                             f"got {self.zero_columns!r}")
-        kernels.set_mode(self.kernels)
+            raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), "
+                              f"got {self.warmup_epochs!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name, choices in (("zero_columns", ZERO_COLUMNS),
+                              ("kernels", MODES + tuple(TWINS))):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, "
+                                  f"got {getattr(self, name)!r}")
         return self
 
     def skips_zero_columns(self, device):
-        """Whether training on ``device`` skips the input columns that are zero in a whole
-        batch (:class:`engine.layers.Linear`). "auto": on the CPU (measured: a faster step);
-        not on a GPU, where it is not measured yet and each window would be copied for
-        cuBLAS."""
+        """Whether a first Linear layer on ``device`` skips the input columns that are zero
+        in a whole batch (:class:`xptrain.layers.ColumnWindow`). "auto": on the CPU
+        (measured: a faster step); not on a GPU, where finding the window is a device read
+        per step."""
         return self.zero_columns == "skip" or (self.zero_columns == "auto" and device == "cpu")
 
     @classmethod

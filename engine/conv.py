@@ -2,16 +2,15 @@
 
 Activations are (N, H, W, C). Conv2D is im2col into a reusable column buffer, then one
 matrix product; its backward is two matrix products and col2im. im2col, col2im and max
-pooling are kernels (``kernels.im2col`` ...): a plain-xp reference that runs on NumPy and
-CuPy, and Numba twins on the CPU, measured 3.5-9x faster for 16+ channels.
+pooling are kernel ops (a plain-xp reference that runs on NumPy and CuPy, and Numba twins on
+the CPU, measured 3.5-9x faster for 16+ channels).
 """
 
 import numpy as np
 
-import kernels
-
+from .errors import ConfigError
 from .init import draw_weight
-from .layers import Layer
+from .layers import BiasActivation, Layer
 
 
 def out_size(size, k, stride, pad):
@@ -26,36 +25,39 @@ class Reshape(Layer):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, seed=None):
         self.in_shape = x.shape
         return x.reshape((x.shape[0],) + self.shape)
 
-    def backward(self, gy, need_gx=True):
+    def backward(self, gy, need_gx=True, sink=None):
         return gy.reshape(self.in_shape)
 
     def spec(self):
-        return {"type": "Reshape", "shape": list(self.shape)}
+        return [{"type": "Reshape", "shape": list(self.shape)}]
 
 
 class Flatten(Layer):
     """(N, H, W, C) -> (N, H*W*C)."""
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, seed=None):
         self.in_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, gy, need_gx=True):
+    def backward(self, gy, need_gx=True, sink=None):
         return gy.reshape(self.in_shape)
 
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation): W (k*k*c_in, c_out), b (c_out,)."""
 
+    max_eval_rows = 500  # its column buffer holds k*k values per input value
+
     def __init__(self, c_in, c_out, k=3, stride=1, pad=None, init="he"):
         super().__init__()
-        if min(c_in, c_out, k, stride) < 1:
-            raise ValueError(f"Conv2D needs positive channels, kernel and stride, got "
-                             f"c_in={c_in}, c_out={c_out}, k={k}, stride={stride}")
+        if min(c_in, c_out, k, stride) < 1 or (pad is not None and pad < 0):
+            raise ConfigError(f"Conv2D needs positive channels, kernel and stride and a "
+                              f"padding >= 0, got c_in={c_in}, c_out={c_out}, k={k}, "
+                              f"stride={stride}, pad={pad}")
         self.c_in, self.c_out, self.k, self.stride = c_in, c_out, k, stride
         self.pad = k // 2 if pad is None else pad
         self.init = init
@@ -68,40 +70,47 @@ class Conv2D(Layer):
         return {"W": draw_weight(rng, self.k * self.k * self.c_in, self.c_out, self.init),
                 "b": np.zeros(self.c_out, np.float32)}
 
-    def _geometry(self, x):
-        n, h, w, _ = x.shape
-        return n, out_size(h, self.k, self.stride, self.pad), out_size(
-            w, self.k, self.stride, self.pad)
-
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, seed=None):
         if x.ndim != 4 or x.shape[3] != self.c_in:
             raise ValueError(f"Conv2D expects (N, H, W, {self.c_in}) input, got {x.shape}")
-        n, oh, ow = self._geometry(x)
-        k = self.k
-        cols = kernels.im2col(x, k, self.stride, self.pad,
-                              out=self.buffer("cols", (n, oh, ow, k, k, self.c_in), x.dtype))
+        n, h, w, _ = x.shape
+        k, s, p = self.k, self.stride, self.pad
+        oh, ow = out_size(h, k, s, p), out_size(w, k, s, p)
+        cols = self.buffer("cols", (n, oh, ow, k, k, self.c_in), x.dtype)
+        self.ops.im2col(x, k, s, p, cols)
         self.cols, self.x_shape = cols.reshape(n * oh * ow, -1), x.shape
-        y = self.xp.matmul(self.cols, self.W, out=self.buffer("y", (n * oh * ow, self.c_out),
-                                                               x.dtype))
-        self.add_bias(y)
-        return y.reshape(n, oh, ow, self.c_out)
+        y = self.xp.matmul(self.cols, self.W,
+                           out=self.buffer("y", (n * oh * ow, self.c_out), x.dtype))
+        return self.add_bias(y).reshape(n, oh, ow, self.c_out)
 
-    def backward(self, gy, need_gx=True):
+    def add_bias(self, y):
+        y += self.b
+        return y
+
+    def bias_backward(self, g2):
+        self.ops.column_sum(g2, self.gb)
+        return g2
+
+    def backward(self, gy, need_gx=True, sink=None):
         n, oh, ow, _ = gy.shape
-        g2 = gy.reshape(n * oh * ow, self.c_out)
-        self.xp.matmul(self.cols.T, g2, out=self.gW)
-        self.sum_bias_grad(g2)
-        if not need_gx:
-            return None
-        gcols = self.xp.matmul(g2, self.W.T, out=self.buffer("gcols", self.cols.shape,
-                                                              gy.dtype))
-        gcols = gcols.reshape(n, oh, ow, self.k, self.k, self.c_in)
-        gx = self.buffer("gx", self.x_shape, gy.dtype)
-        return kernels.col2im(gcols, self.k, self.stride, self.pad, gx)
+        g2 = self.bias_backward(gy.reshape(n * oh * ow, self.c_out))
+        gx = None
+        if need_gx:  # before the sink: a folded update changes W
+            gcols = self.xp.matmul(g2, self.W.T,
+                                   out=self.buffer("gcols", self.cols.shape, gy.dtype))
+            gx = self.buffer("gx", self.x_shape, gy.dtype)
+            self.ops.col2im(gcols.reshape(n, oh, ow, self.k, self.k, self.c_in), self.k,
+                            self.stride, self.pad, gx)
+        sink(self.cols.T, g2, self.W, self.gW)
+        return gx
 
     def spec(self):
-        return {"type": "Conv2D", "c_in": self.c_in, "c_out": self.c_out, "k": self.k,
-                "stride": self.stride, "pad": self.pad, "init": self.init}
+        return [{"type": "Conv2D", "c_in": self.c_in, "c_out": self.c_out, "k": self.k,
+                 "stride": self.stride, "pad": self.pad, "init": self.init}]
+
+
+class ConvActivation(BiasActivation, Conv2D):
+    """act(conv(x) + b): Conv2D and its activation as one layer."""
 
 
 class MaxPool2D(Layer):
@@ -111,19 +120,21 @@ class MaxPool2D(Layer):
         super().__init__()
         self.k, self.stride = k, stride or k
         if min(self.k, self.stride) < 1:
-            raise ValueError(f"MaxPool2D needs positive kernel and stride, got {k}, {stride}")
+            raise ConfigError(f"MaxPool2D needs positive kernel and stride, got {k}, {stride}")
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, seed=None):
         n, h, w, c = x.shape
         oh, ow = out_size(h, self.k, self.stride, 0), out_size(w, self.k, self.stride, 0)
         y = self.buffer("y", (n, oh, ow, c), x.dtype)
         self.arg = self.buffer("arg", (n, oh, ow, c), np.uint8)
         self.x_shape = x.shape
-        return kernels.maxpool_forward(x, self.k, self.stride, y, self.arg)
+        self.ops.maxpool_forward(x, self.k, self.stride, y, self.arg)
+        return y
 
-    def backward(self, gy, need_gx=True):
+    def backward(self, gy, need_gx=True, sink=None):
         gx = self.buffer("gx", self.x_shape, gy.dtype)
-        return kernels.maxpool_backward(gy, self.arg, self.k, self.stride, gx)
+        self.ops.maxpool_backward(gy, self.arg, self.k, self.stride, gx)
+        return gx
 
     def spec(self):
-        return {"type": "MaxPool2D", "k": self.k, "stride": self.stride}
+        return [{"type": "MaxPool2D", "k": self.k, "stride": self.stride}]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from .errors import UserError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -67,7 +68,7 @@ def nonzero_spans(x, chunk=4096):
     return lo, hi
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Missing, corrupt or inconsistent data; the message names the file and the problem."""
 
 
@@ -82,6 +83,18 @@ class Dataset:
     verified: bool
     n_classes: int = 10
     image_shape: tuple = (28, 28)
+
+    def fingerprint(self):
+        """SHA-256 (hex) over the shapes, pixels and labels of both splits; computed once."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            h = hashlib.sha256()
+            for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+                a = np.ascontiguousarray(a)
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a.tobytes())
+            cached = self.__dict__["_fingerprint"] = h.hexdigest()
+        return cached
 
     def describe(self):
         tag = "verified MNIST" if self.verified else "unverified IDX data set"

@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, kernels
 from .backend import select_backend, to_host
+from .builders import from_spec
 from .data import load_mnist, to_pixels
-from .losses import summed_loss
+from .losses import SoftmaxCrossEntropy
 from .metrics import accuracy, confusion_counts, per_class_accuracy, softmax
-from .model import from_spec
 
 
 def load_model(path, backend):
@@ -23,11 +23,10 @@ def load_model(path, backend):
 
 def predict_logits(model, x, chunk=None):
     """Logits for uint8 or float images ``x`` (host, (N, features)), as a host array."""
-    xp, chunk = model.xp, chunk or model.eval_chunk
+    xp, chunk = model.xp, chunk or model.eval_rows
     out = []
     for s in range(0, len(x), chunk):
-        logits = model.forward(to_pixels(xp.asarray(x[s:s + chunk])), train=False)
-        out.append(to_host(logits))  # a copy: the layer reuses its output buffer
+        out.append(to_host(model.forward(to_pixels(xp.asarray(x[s:s + chunk])))))
     return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
 
@@ -42,7 +41,7 @@ def evaluate_checkpoint(path, device="auto", data_dir=None, download=True):
     # The forward runs on the device; the 10,000 x 10 logits come back once and the
     # metrics are computed on the host (no second upload).
     logits, labels = predict_logits(model, data.x_test), data.y_test
-    loss_sum = summed_loss(logits, labels)
+    loss_sum = SoftmaxCrossEntropy(np, kernels.resolve("cpu")).summed(logits, labels)
     conf = confusion_counts(np, labels, logits.argmax(axis=1), logits.shape[1])
     result = {"checkpoint": str(path), "device": backend.name, "n_samples": int(len(labels)),
               "confidence_bands": confidence_bands(logits, labels),

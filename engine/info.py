@@ -19,9 +19,7 @@ def _dist_version(*names):
 def collect():
     import numba
 
-    import kernels
-
-    from . import __version__
+    from . import __version__, kernels
     from .backend import probe_cuda
 
     info = {"xptrain": __version__, "python": platform.python_version(),
@@ -36,8 +34,9 @@ def collect():
         d = kernels.describe(device)
         compile_s = d["compile_seconds"]
         info[f"kernels ({device})"] = (
-            f"{d['implementation']} for {', '.join(d['kernels'])} (mode {d['mode']}; JIT "
-            + (f"compile {compile_s:.2f}s)" if compile_s is not None else "not compiled yet)"))
+            f"{d['implementation']} for {', '.join(d['own']) or 'none'} (the reference for the "
+            f"rest; JIT "
+            + (f"warm-up {compile_s:.2f}s)" if compile_s else "nothing to compile)"))
         for name_, reason in d["unavailable"].items():
             info[f"  {name_}"] = f"unavailable: {reason}"
     info["gemm (cpu)"] = _gemm_line()
@@ -46,7 +45,7 @@ def collect():
 
 def _gemm_line():
     """Where the CPU twin's GEMM (alpha/beta: the folded SGD step) goes, or why not."""
-    from kernels import blas
+    from .kernels import blas
 
     if blas.FOUND is None:
         return f"reference (np.matmul and a pass for alpha/beta): {blas.REASON}"

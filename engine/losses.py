@@ -1,32 +1,34 @@
-"""Softmax cross-entropy from integer labels (no one-hot matrix).
+"""Softmax cross-entropy from integer labels (no one-hot matrix), with the model's ops."""
 
-The one place the loss and its gradient are computed: :func:`kernels.softmax_cross_entropy`,
-fused or reference by ``kernels.set_mode``.
-"""
-
-import kernels
+from .kernels.reference import mean_loss
 
 
 class SoftmaxCrossEntropy:
-    """Mean loss and dloss/dlogits, into buffers reused across steps of the same shape."""
+    """Mean loss and dloss/dlogits, into buffers reused across steps of the same shape.
 
-    def __init__(self):
+    Labels were range-checked once at load time, so there is no per-step check (a GPU
+    sync); a label out of range gives a NaN loss, never an out-of-bounds write.
+    """
+
+    def __init__(self, xp, ops):
+        self.xp, self.ops = xp, ops
         self._buffers = {}
 
     def __call__(self, logits, labels):
-        """Return ``(loss, dlogits)``: a 0-d device array and an (N, C) array.
-
-        Labels were range-checked once at load time, so no per-step check (a GPU sync).
-        """
-        key = logits.shape
+        """Return ``(loss, dlogits)``: a 0-d device array and this object's (N, C) buffer,
+        overwritten by the next call of the same shape. ``logits`` (N, C) C-contiguous
+        float, ``labels`` (N,) C-contiguous integers, on one device."""
+        key = (logits.shape, logits.dtype)
         if key not in self._buffers:
-            xp = kernels.get_array_module(logits)
-            self._buffers[key] = (xp.empty(key, logits.dtype), xp.empty(key[0], logits.dtype))
+            self._buffers[key] = (self.xp.empty(logits.shape, logits.dtype),
+                                  self.xp.empty(logits.shape[0], logits.dtype))
         gx, rows = self._buffers[key]
-        return kernels.softmax_cross_entropy(logits, labels, out=gx, row_loss=rows, check=False)
+        total = self.ops.softmax_cross_entropy_rows(logits, labels, rows, gx)
+        return mean_loss(total, rows), gx
 
-
-def summed_loss(logits, labels):
-    """The loss summed (not averaged) over one chunk, as a device 0-d array."""
-    loss, _ = kernels.softmax_cross_entropy(logits, labels, check=False)
-    return loss * logits.dtype.type(logits.shape[0])
+    def summed(self, logits, labels):
+        """The loss summed over the rows of ``logits`` (a 0-d device array, new buffers)."""
+        rows = self.xp.empty(logits.shape[0], logits.dtype)
+        gx = self.xp.empty_like(logits)
+        total = self.ops.softmax_cross_entropy_rows(logits, labels, rows, gx)
+        return mean_loss(total, rows) * logits.dtype.type(logits.shape[0])

@@ -1,21 +1,25 @@
 """Optimizers over the model's flat parameter buffer, and learning-rate schedules.
 
-Each update is one call of a fused kernel over the whole flat buffer (``kernels.sgd_update``,
-``kernels.adam_update``; the plain-xp reference in reference mode); weight decay applies to
+Each update is one call of a kernel op over the whole flat buffer (``ops.sgd_update``,
+``ops.adam_update`` of the ops the model holds); weight decay applies to
 ``params[:n_decay]``, the weights, never the biases. Formulas follow PyTorch's ``SGD``,
-``Adam`` and ``AdamW``.
+``Adam`` and ``AdamW``. :meth:`Optimizer.backward_step` is a training step's backward and
+update; plain SGD owns one fusion there (:class:`FoldedSGD`).
 """
 
 import math
 
 import numpy as np
 
-import kernels
-
 from .backend import to_host
+from .errors import ConfigError
+from .kernels.reference import adam_scalars
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
+# A fold pays for large weights only: a 784 x 128 weight (100,352 entries) gains, a 128 x 10
+# one loses (784-128-10 at batch 128: folding it as well made a step ~4 us slower).
+FOLD_MIN_SIZE = 16384
 
 
 def _check(name, value, low, high=None, low_open=False):
@@ -24,7 +28,7 @@ def _check(name, value, low, high=None, low_open=False):
         ok = ok and value < high
     if not ok or not math.isfinite(value):
         bounds = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high else "")
-        raise ValueError(f"{name} must be {bounds}, got {value!r}")
+        raise ConfigError(f"{name} must be {bounds}, got {value!r}")
 
 
 class Optimizer:
@@ -32,28 +36,21 @@ class Optimizer:
 
     def __init__(self, model, weight_decay=0.0):
         _check("weight_decay", weight_decay, 0.0)
-        self.model, self.xp = model, model.xp
+        self.model, self.xp, self.ops = model, model.xp, model.ops
         self.weight_decay = weight_decay
         self.t = 0
         self.state = {name: self.xp.zeros_like(model.params) for name in self.state_names}
 
-    def fold_factors(self, lr):
-        """``(alpha, beta)`` for :meth:`Sequential.backward` to do this step's update of the
-        weights in their gradient products (``W = beta W + alpha x.T gy``), or None when this
-        optimizer, model or kernel mode cannot; then :meth:`step` gets ``folded=True``."""
-        return None
+    def backward_step(self, gy, lr):
+        """Backpropagate ``gy`` through the model's last training forward and update the
+        parameters with learning rate ``lr`` (a Python float)."""
+        self.model.backward(gy)
+        self.step(lr)
 
-    def step(self, lr, folded=False):
-        """One update with learning rate ``lr`` (a Python float) from ``model.grads``;
-        ``folded``: backward already updated the weights, update only the rest."""
+    def step(self, lr):
+        """One update from ``model.grads`` with learning rate ``lr``."""
         self.t += 1
-        if folded:
-            self._update_rest(float(lr))
-        else:
-            self._update(self.model.params, self.model.grads, float(lr))
-
-    def _update_rest(self, lr):
-        raise ValueError(f"{type(self).__name__} cannot fold its update into backward")
+        self._update(self.model.params, self.model.grads, float(lr))
 
     def state_dict(self):
         host = {k: to_host(v) for k, v in self.state.items()}
@@ -61,6 +58,8 @@ class Optimizer:
 
     def load_state_dict(self, arrays, meta):
         for name in self.state_names:
+            if name not in arrays:
+                raise ValueError(f"optimizer state {name} is missing")
             value = np.asarray(arrays[name])
             if value.shape != self.state[name].shape:
                 raise ValueError(f"optimizer state {name} has shape {value.shape}, "
@@ -72,10 +71,10 @@ class Optimizer:
 class SGD(Optimizer):
     """v = mu v + (g + wd p); p -= lr (g + wd p + mu v) with Nesterov, else p -= lr v.
 
-    Plain SGD (no momentum) with fused kernels folds the weights' step into backward:
-    ``W = (1 - lr wd) W - lr x.T gy`` in one GEMM, the same formula without writing and
-    re-reading the weight gradient (784-128-10, batch 128: 396 against 425 us a step).
-    ``fold=False`` keeps the separate update.
+    Without momentum, and where the ops have a GEMM of their own (NumPy's BLAS from Numba),
+    :meth:`backward_step` folds the step of the large weights that open the flat buffer
+    into their gradient products (:class:`FoldedSGD`). ``fold=False`` keeps the separate
+    update.
     """
 
     state_names = ("velocity",)
@@ -83,30 +82,77 @@ class SGD(Optimizer):
     def __init__(self, model, momentum=0.0, nesterov=False, weight_decay=0.0, fold=True):
         _check("momentum", momentum, 0.0, 1.0)
         if nesterov and momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
-        self.momentum, self.nesterov, self.fold = momentum, nesterov, fold
+            raise ConfigError("nesterov needs momentum > 0")
+        self.momentum, self.nesterov = momentum, nesterov
         if momentum == 0:
             self.state_names = ()
         super().__init__(model, weight_decay)
+        can = fold and momentum == 0 and "gemm" in self.ops.own
+        self.fold = FoldedSGD(model, weight_decay) if can else None
+        if self.fold is not None and not self.fold.n_folded:
+            self.fold = None
 
-    def fold_factors(self, lr):
-        # Only with a GEMM twin of its own: the reference GEMM with beta costs more passes
-        # than the separate update (and in reference mode the step stays the plain spec).
-        if (self.momentum or not self.fold or not self.model.n_folded
-                or not kernels.has_twin("gemm", self.model.params)):
-            return None
-        return -lr, 1.0 - lr * self.weight_decay
-
-    def _update_rest(self, lr):
-        m = self.model
-        p, g = m.unfolded
-        if p.size:  # decay on the unfolded weights, params[n_folded:n_decay]
-            kernels.sgd_update(p, g, None, lr, 0.0, False, self.weight_decay,
-                               max(m.n_decay - m.n_folded, 0))
+    def backward_step(self, gy, lr):
+        if self.fold is None:
+            return super().backward_step(gy, lr)
+        self.model.backward(gy, self.fold.sink(float(lr)))
+        self.t += 1
+        self.fold.update_rest(float(lr))
 
     def _update(self, p, g, lr):
-        kernels.sgd_update(p, g, self.state.get("velocity"), lr, self.momentum, self.nesterov,
-                           self.weight_decay, self.model.n_decay)
+        t = p.dtype.type
+        v = self.state.get("velocity", p[:0])
+        self.ops.sgd_update(p, g, v, t(lr), t(self.momentum), bool(self.nesterov),
+                            t(self.weight_decay), self.model.n_decay)
+
+
+class FoldedSGD:
+    """Plain SGD's weight step done in the weight-gradient product: ``W = (1 - lr wd) W -
+    lr a @ b`` in one GEMM with ``alpha``/``beta``, the same formula without writing and
+    re-reading the gradient (784-128-10 at batch 128: 396 against 425 us a step).
+
+    It folds the weights in ``params[:n_folded]``: the product weights that open the flat
+    buffer, in order, while each has at least :data:`FOLD_MIN_SIZE` entries; the rest of
+    the buffer gets the usual update (:meth:`update_rest`).
+    """
+
+    def __init__(self, model, weight_decay):
+        self.model, self.weight_decay, self.n_folded = model, weight_decay, 0
+        self.folded = set()
+        for slot in sorted(model.slots, key=lambda s: s[4]):
+            _, _, name, _, start, stop = slot
+            if start != self.n_folded or name != "W" or stop - start < FOLD_MIN_SIZE:
+                break
+            self.folded.add(id(model.param_view(slot)))
+            self.n_folded = stop
+        self.default = model.sink
+        self.alpha = self.beta = None
+
+    def sink(self, lr):
+        """This step's sink (see :mod:`.layers`)."""
+        t = self.model.dtype.type
+        self.alpha, self.beta = t(-lr), t(1.0 - lr * self.weight_decay)
+        return self
+
+    def __call__(self, a, b, W, gW, rows=None):
+        if id(W) not in self.folded:
+            self.default(a, b, W, gW, rows)
+            return
+        lo, hi = rows or (0, W.shape[0])
+        if hi > lo:
+            self.model.ops.gemm(a, b, W[lo:hi], self.alpha, self.beta)
+        if self.beta != 1:  # decay alone where the input was zero
+            W[:lo] *= self.beta
+            W[hi:] *= self.beta
+
+    def update_rest(self, lr):
+        """The update of ``params[n_folded:]`` (decay on the weights among them)."""
+        m, n = self.model, self.n_folded
+        p, g = m.params[n:], m.grads[n:]
+        if p.size:
+            t = p.dtype.type
+            m.ops.sgd_update(p, g, p[:0], t(lr), t(0), False, t(self.weight_decay),
+                             max(m.n_decay - n, 0))
 
 
 class Adam(Optimizer):
@@ -123,9 +169,10 @@ class Adam(Optimizer):
         super().__init__(model, weight_decay)
 
     def _update(self, p, g, lr):
-        kernels.adam_update(p, g, self.state["m"], self.state["v"], lr, self.t, self.beta1,
-                            self.beta2, self.eps, self.weight_decay, self.decoupled,
-                            self.model.n_decay)
+        scalars = adam_scalars(p.dtype, lr, self.t, self.beta1, self.beta2, self.eps,
+                               self.weight_decay, self.decoupled)
+        self.ops.adam_update(p, g, self.state["m"], self.state["v"], *scalars,
+                             self.model.n_decay)
 
 
 def make_optimizer(name, model, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
@@ -135,7 +182,7 @@ def make_optimizer(name, model, lr, momentum=0.9, nesterov=False, weight_decay=0
         return SGD(model, momentum, nesterov, weight_decay)
     if name in ("adam", "adamw"):
         return Adam(model, weight_decay=weight_decay, decoupled=name == "adamw")
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
 class Schedule:
@@ -145,12 +192,12 @@ class Schedule:
                  gamma=0.1):
         _check("lr", lr, 0.0, low_open=True)
         if kind not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
         if warmup_steps < 0 or warmup_steps > total_steps:
-            raise ValueError(f"warmup must be between 0 and the run's {total_steps} steps, "
+            raise ConfigError(f"warmup must be between 0 and the run's {total_steps} steps, "
                              f"got {warmup_steps!r}")
         if step_every < 1:
-            raise ValueError(f"step size must be >= 1 step, got {step_every!r}")
+            raise ConfigError(f"step size must be >= 1 step, got {step_every!r}")
         _check("gamma", gamma, 0.0, low_open=True)
         self.lr, self.kind, self.total, self.warmup = lr, kind, total_steps, warmup_steps
         self.step_every, self.gamma = step_every, gamma

@@ -4,11 +4,12 @@ confident mistakes and the first-layer weights, as PNG files (needs the ``plot``
 from pathlib import Path
 
 import numpy as np
+from .errors import UserError
 
 INSTALL = 'plots need matplotlib and Pillow: pip install "xptrain[plot]"'
 
 
-class PlotUnavailable(RuntimeError):
+class PlotUnavailable(UserError, RuntimeError):
     """matplotlib or Pillow is missing; the message says what to install."""
 
 

@@ -11,11 +11,12 @@ import numpy as np
 
 from .data import DataError, read_idx, to_pixels
 from .metrics import softmax
+from .errors import UserError
 
 IDX_MAGIC = b"\x00\x00"
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """A file that cannot be read as an image or IDX digits; names the file."""
 
 

@@ -109,3 +109,36 @@ def layout(m, k, s0, s1, item):
     if (m == 1 or s0 == item) and (k == 1 or (s1 % item == 0 and s1 >= m * item)):
         return TRANS, (max(m, 1) if k == 1 else s1 // item)
     return 0, 0
+
+
+def blas_readable(a):
+    """True for a 2-D array BLAS reads as it is (:func:`layout`): C or F order, or whole
+    columns of a C array, ``x[:, lo:hi]``, and its transpose."""
+    flags = a.flags
+    return flags.c_contiguous or flags.f_contiguous or layout(
+        *a.shape, *a.strides, a.itemsize)[0] != 0
+
+
+def check_shape(name, a, shape, dtype, contiguous=True):
+    """The twins index by these shapes and check no bounds: a mismatch must stop here."""
+    if (tuple(a.shape) != tuple(shape) or a.dtype != dtype
+            or (contiguous and not a.flags.c_contiguous)):
+        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype)} array of shape "
+                         f"{tuple(shape)}, got {a.dtype} {tuple(a.shape)}")
+
+
+def rows_by_features(name, a):
+    """``a`` viewed as 2-D (rows, last axis); it must be C-contiguous (written in place)."""
+    if check_float(name, a) is not a or a.ndim == 0:
+        raise ValueError(f"{name} must be a C-contiguous array of at least 1 dimension "
+                         f"(it is written in place), got shape {tuple(a.shape)}")
+    check_writeable(name, a)
+    return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+
+
+def windows(h, w, k, stride, pad, what):
+    """(OH, OW) of k x k windows over an h x w image; an error unless at least one fits."""
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if min(k, stride) < 1 or pad < 0 or min(oh, ow) < 1:
+        raise ValueError(f"{what}: k={k}, stride={stride}, pad={pad} do not fit {h}x{w}")
+    return oh, ow

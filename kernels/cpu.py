@@ -6,14 +6,12 @@ stay NaN and infinities behave. ``error_model="numpy"`` drops Python's ZeroDivis
 every loop runs from 0 over a contiguous array, so LLVM can vectorize it (a loop from a
 runtime start stayed scalar: 3-6x slower, measured on the optimizer updates). The functions
 are compiled lazily on first call (per dtype) and cached on disk; :func:`compile_all` warms
-the float32 ones and the exact-typed entry (:func:`exact_entry`) and returns the seconds
-spent (measured: 7.6-8.8 s on a fresh cache on the 2-core CPU, 0.3-0.4 s to load from the
+the float32 ones and returns the seconds spent (measured: 7.6-8.8 s on a fresh cache on the 2-core CPU, 0.3-0.4 s to load from the
 cache).
 """
 
 import math
 import time
-import warnings
 
 import numba
 import numpy as np
@@ -217,6 +215,40 @@ def _maxpool_bwd_tiled(gy, arg, k, gx):
         gx[a, :, ow * k:w] = 0  # nor do the columns right of the last window
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _column_window(x):
+    # Each row only checks the columns outside the window found so far: a count over them
+    # (a loop LLVM vectorizes), and a scan for the new bound only where the count is not 0.
+    n, f = x.shape
+    lo, hi = f, 0
+    for i in range(n):
+        row = x[i]
+        hits = 0
+        for j in range(lo):
+            hits += row[j] != 0
+        if hits:
+            for j in range(lo):
+                if row[j] != 0:
+                    lo = j
+                    break
+        hits = 0
+        for j in range(hi, f):
+            hits += row[j] != 0
+        if hits:
+            for j in range(f - 1, hi - 1, -1):
+                if row[j] != 0:
+                    hi = j + 1
+                    break
+    if lo >= hi:
+        return 0, 0
+    return lo, hi
+
+
+def column_window(x):
+    """Same contract as :func:`kernels.reference.column_window`."""
+    return _column_window(x)
+
+
 # Below this many channels the row-of-channels inner loop is too short to beat NumPy's
 # strided copies (measured: C = 1 was 5x slower in Numba, C >= 16 was 3.5-9x faster).
 MIN_CHANNELS = 4
@@ -263,48 +295,6 @@ def bias_activation(x, b, kind):
 def activation_backward(g, y, kind, gb):
     """Same contract as :func:`kernels.reference.activation_backward`."""
     _act_bwd(g, y, gb, _KINDS[kind])
-
-
-def _act_bwd_exact(g, y, gb, code):
-    # activation_backward for exact_entry: shapes checked here, types by the signatures
-    if g.shape != y.shape or (gb is not None and gb.shape[0] != g.shape[1]):
-        return False
-    _act_bwd(g, y, gb, code)
-    return True
-
-
-_EXACT = {}
-
-
-def exact_entry(op):
-    """The training step's entry for ``op``, or None where there is none (every op but
-    ``activation_backward``, called as ``fn(g, y, gb, code)``, in place, with the code of
-    ``_checks.ACTIVATION_KINDS``).
-
-    A Numba dispatcher compiled for exactly the types of the step's call (2-D C-contiguous,
-    writeable, aligned float32 arrays; ``gb`` 1-D or None) that never compiles more: other
-    types raise ``TypeError`` before anything runs, so Numba's own type match, done in C,
-    stands in for the boundary's attribute checks (0.36 us of a 2.5 us sigmoid backward at
-    batch 128, measured). It returns False, having done nothing, when the shapes do not fit.
-    Compiled on first request, both signatures at once (cached on disk as the rest); float64
-    (checks, not training) takes the checked route: its two signatures added ~2 s to a
-    fresh compile. If it fails to compile: one warning, and None from then on (the checked
-    route runs the same kernel).
-    """
-    if op != "activation_backward":
-        return None
-    if op not in _EXACT:
-        c2, c1 = numba.types.Array(numba.float32, 2, "C"), numba.types.Array(numba.float32, 1, "C")
-        sigs = [numba.types.boolean(c2, c2, gb, numba.int64) for gb in (numba.types.none, c1)]
-        try:
-            _EXACT[op] = numba.njit(sigs, **cpu_math.JIT)(_act_bwd_exact)
-        except Exception as exc:  # noqa: BLE001 - optional: a call is 0.4 us slower without
-            _EXACT[op] = None
-            first = (str(exc).splitlines() or [""])[0]  # Numba's typing errors run long
-            warnings.warn(f"kernels: numba's exact-typed {op} entry did not compile "
-                          f"({type(exc).__name__}: {first}); its calls take the checked "
-                          "route", RuntimeWarning, stacklevel=2)
-    return _EXACT[op]
 
 
 def _segments(size, n_decay, uniform):
@@ -399,10 +389,10 @@ def compile_all(dtypes=(np.float32,)):
                                                                          np.uint8)
         _maxpool_fwd(img, 2, 2, pooled, arg)
         _maxpool_bwd(pooled, arg, 2, 2, img)
+        column_window(x)
         for src in (np.zeros((3, 3), np.uint8), x):
             gather_rows(src, np.zeros(2, np.int64), c, np.empty((2, src.shape[1]), dtype))
         if blas.FOUND is not None:  # a Linear layer's products, and a column window's
             for a, b in ((x, x.T.copy()), (x, x.T), (x.T, x), (x[:, :2].T, x)):
                 gemm(a, b, np.empty((a.shape[0], b.shape[1]), dtype), c, c)
-    exact_entry("activation_backward")  # every signature at once
     return time.perf_counter() - start

@@ -30,6 +30,19 @@ def softmax_cross_entropy_rows(x, t, row_loss, gx):
     gx *= x.dtype.type(1.0 / max(n, 1))
 
 
+def mean_loss(total, rows):
+    """The mean of the row losses ``rows`` as a 0-d array of their dtype on their device:
+    from ``total`` where a twin summed them itself (the CPU twin, in float64), else summed
+    here."""
+    xp = get_array_module(rows)
+    n = max(rows.shape[0], 1)
+    if total is not None:
+        return xp.array(total / n, rows.dtype)
+    loss = rows.sum(keepdims=True).reshape(())
+    loss *= rows.dtype.type(1.0 / n)  # in place: stays a 0-d array
+    return loss
+
+
 def bias_activation(x, b, kind):
     """x = act(x + b) in place, x (R, F) C-contiguous, b (F,) or None; act by name:
     sigmoid (as 0.5 tanh(x/2) + 0.5: no overflow), relu, tanh."""
@@ -77,6 +90,16 @@ def column_sum(g, out):
     return xp.matmul(ones, g, out=out)
 
 
+def column_window(x):
+    """``(lo, hi)``: every column of 2-D ``x`` outside ``[lo, hi)`` is zero in every row
+    (NaN counts as nonzero); ``(0, 0)`` when all of ``x`` is zero. Python ints (on CuPy a
+    device-to-host read)."""
+    nz = (x != 0).any(axis=0)
+    if not bool(nz.any()):
+        return 0, 0
+    return int(nz.argmax()), int(x.shape[1] - nz[::-1].argmax())
+
+
 def gemm(a, b, out, alpha, beta):
     """out = alpha * a @ b + beta * out, in place; a (M, K), b (K, N), out (M, N) C-contiguous,
     one float dtype, out overlapping neither. With beta = 0, out is not read (a NaN there does
@@ -113,6 +136,16 @@ def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, n_decay):
     else:
         step = g
     p -= lr * step
+
+
+def adam_scalars(dtype, lr, step, beta1, beta2, eps, weight_decay, decoupled):
+    """The scalar arguments of :func:`adam_update` after ``step`` (1-based) steps, in
+    ``dtype``: (step_size, beta1, beta2, eps, inv_sqrt_bias2, l2, decay)."""
+    t = dtype.type
+    l2 = 0.0 if decoupled else weight_decay
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    return (t(lr / (1.0 - beta1 ** step)), t(beta1), t(beta2), t(eps),
+            t((1.0 - beta2 ** step) ** -0.5), t(l2), t(decay))
 
 
 def adam_update(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_bias2, l2, decay, n_decay):
