@@ -23,7 +23,6 @@ from .. import kernels
 from ..backend import probe_cuda, select_backend
 from ..data import load_mnist
 from ..train import TrainConfig, Trainer
-
 from . import peers
 from .kernels import format_kernel_table, kernel_table
 from .report import add_ratio_to_peer, environment, table, write_results
@@ -53,7 +52,7 @@ def device_info():
 
 
 def run_tests(data_dir):
-    env = dict(os.environ, PYTHONPATH=os.getcwd(), XPTRAIN_DATA=str(data_dir))
+    env = dict(os.environ, XPTRAIN_DATA=str(data_dir))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/test_gpu.py", "tests/test_kernels.py"], env=env,
                           capture_output=True, text=True, timeout=900)
@@ -64,27 +63,29 @@ def run_tests(data_dir):
 
 
 def train_run(data, device, epochs=10, tf32=False, mode="fused", **overrides):
-    """A default-recipe run; TF32 needs a fresh process (CuPy reads CUPY_TF32 at start-up)."""
-    if tf32:
-        code = ("import json,sys; from bench.gpu_check import train_run; "
-                "from engine.data import load_mnist; "
-                f"print(json.dumps(train_run(load_mnist({data.source!r}), 'cuda', {epochs})))")
-        env = dict(os.environ, CUPY_TF32="1", PYTHONPATH=os.getcwd())
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, timeout=900)
+    """A default-recipe run. TF32 runs in a fresh process: CuPy reads CUPY_TF32 when it is
+    imported, so ``select_backend(tf32=True)`` must come before the import."""
+    if tf32 and "cupy" in sys.modules:
+        code = ("import json; from xptrain.bench.gpu_check import train_run; "
+                "from xptrain.data import load_mnist; "
+                f"print(json.dumps(train_run(load_mnist({data.source!r}), 'cuda', {epochs}, "
+                "tf32=True)))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=900)
         if proc.returncode:
             return {"error": proc.stderr[-800:]}
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]), tf32=True)
-    kernels.set_mode(mode)
-    t = Trainer(TrainConfig(epochs=epochs, kernels=mode, **overrides), data,
-                select_backend(device), log=lambda s: None)
-    first = float(t.step(t.backend.asarray(np.arange(t.config.batch_size)), 0.0))
-    t = Trainer(TrainConfig(epochs=epochs, kernels=mode, **overrides), data,
-                select_backend(device), log=lambda s: None)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    backend = select_backend(device, tf32=tf32)
+    t = Trainer(TrainConfig(epochs=epochs, kernels=mode, **overrides), data, backend,
+                log=lambda s: None)
+    bs = t.config.batch_size
+    first = float(t.step(backend.asarray(np.arange(bs)), t.data.y_train[:bs], 0.0))
+    t = Trainer(TrainConfig(epochs=epochs, kernels=mode, **overrides), data, backend,
+                log=lambda s: None)
     history = t.fit()
     seconds = np.cumsum([h["seconds"] for h in history])
     accs = [h["test_accuracy"] for h in history]
-    return {"device": device, "mode": mode, "first_step_loss": first,
+    return {"device": device, "mode": mode, "tf32": tf32, "first_step_loss": first,
             "test_accuracy": accs[-1], "train_seconds": float(seconds[-1]),
             "epoch_seconds": [h["seconds"] for h in history],
             "seconds_to_97": next((float(s) for s, a in zip(seconds, accs) if a >= .97), None),
@@ -94,21 +95,17 @@ def train_run(data, device, epochs=10, tf32=False, mode="fused", **overrides):
 def throughput(data, batches=(128, 1024, 8192), repeats=5):
     """samples/s of the 784-128-10 sigmoid SGD model per configuration and batch size."""
     rows = []
-    gpu_impls = [n for n in kernels.implementations("cuda") if n != "reference"]
+    gpu_impls = [n for n in kernels.available("cuda") if n != "reference"]
     for batch in batches:
         model = dict(hidden=(128,), activation="sigmoid", optimizer="sgd", lr=0.1,
                      batch_size=batch)
         backend = select_backend("cuda")
         runners = {"cupy-reference": EngineRunner(data, backend, "reference", **model)}
-        for impl in gpu_impls:
-            kernels.set_fused("cuda", impl)
-            r = EngineRunner(data, backend, "fused", **model)
-            runners[f"cupy-fused[{impl}]"] = r
-            r.train_epoch = _with_twin(r.train_epoch, impl)
+        for impl in gpu_impls:  # each twin, held by its own runner
+            runners[f"cupy-fused[{impl}]"] = EngineRunner(data, backend, impl, **model)
         if gpu_impls:  # zero-column windows (read-all is the GPU default until this says)
-            r = EngineRunner(data, backend, "fused", zero_columns="skip", **model)
-            runners[f"cupy-fused[{gpu_impls[0]}]-skip"] = r
-            r.train_epoch = _with_twin(r.train_epoch, gpu_impls[0])
+            runners[f"cupy-fused[{gpu_impls[0]}]-skip"] = EngineRunner(
+                data, backend, gpu_impls[0], zero_columns="skip", **model)
         if peers.available("torch"):
             runners["torch-eager-cuda"] = peers.TorchRunner(data, "cuda", **model)
         times = interleaved({k: r.train_epoch for k, r in runners.items()}, repeats, warmup=1)
@@ -119,13 +116,6 @@ def throughput(data, batches=(128, 1024, 8192), repeats=5):
                          "samples_per_second": len(data.y_train) / s["median"]})
     return add_ratio_to_peer(rows, "samples_per_second", lambda row, r: (
         r["config"] == "torch-eager-cuda" and r["batch"] == row["batch"]))
-
-
-def _with_twin(fn, impl):
-    def run():
-        kernels.set_fused("cuda", impl)
-        fn()
-    return run
 
 
 STAGES = ("tests", "kernels", "training", "cnn", "throughput")

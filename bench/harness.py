@@ -12,7 +12,6 @@ import numpy as np
 
 from ..backend import probe_cuda, select_backend
 from ..data import Dataset, load_mnist
-
 from . import peers, training
 from .memory import peak_memory
 from .report import add_ratio_to_peer, environment, plot_scaling, table, write_results

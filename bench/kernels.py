@@ -36,6 +36,16 @@ def _cases(xp, batch, rng):
 
     def restore():
         gy[...] = gy0
+    w0 = w.copy()
+
+    def reset():  # every buffer a case writes, back to its start (for equivalence checks)
+        restore()
+        w[...] = w0
+    written = {"softmax_cross_entropy (Bx10)": (out, rows), "sigmoid_backward (Bx128)": (gy,),
+               "sigmoid_backward + bias grad": (gy, gb), "bias + sigmoid (Bx128)": (gy,),
+               "bias + relu (Bx128)": (gy,), "gather_rows (Bx784 uint8)": (xb,),
+               "gemm W -= lr x.T gy (784x128)": (w,), "column_window (Bx784)": ()}
+    _cases.last = (reset, written)  # what tests/benchmarks compares across twins
     f = np.float32
     return {
         "softmax_cross_entropy (Bx10)": (lambda ops: ops.softmax_cross_entropy_rows(
@@ -61,6 +71,7 @@ def _update_cases(xp, rng, n_params=101_770):
     p, g, m, v = (xp.asarray(rng.standard_normal(n_params).astype(np.float32))
                   for _ in range(4))
     v = abs(v)
+    _update_cases.last = p  # the parameters each case updates
     f = np.float32
     adam = adam_scalars(np.dtype(f), 1e-6, 10, 0.9, 0.999, 1e-8, 0.0, False)
     return {

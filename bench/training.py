@@ -3,8 +3,9 @@
 import numpy as np
 
 from ..data import to_pixels
+from ..kernels import reference
+from ..layers import ColumnWindow
 from ..train import TrainConfig, Trainer
-
 from .timing import interleaved, samples, summary
 
 
@@ -42,11 +43,25 @@ class EngineRunner:
         self.sizes = [data.x_train.shape[1], *hidden, data.n_classes]
         self.n_train = self.trainer.n_train
         self._steps = None
+        self.mean_window = self._mean_window(data)
+
+    def _mean_window(self, data):
+        """The mean input columns the first layer reads over epoch 0's batches (all of them
+        unless it skips zero columns), found on the host copy of the data."""
+        t = self.trainer
+        if not isinstance(t.model.layers[0], ColumnWindow):
+            return float(self.sizes[0])
+        order, bs = t.batches.order(0), t.config.batch_size
+        spans = [reference.column_window(data.x_train[order[s:s + bs]])
+                 for s in range(0, len(order), bs)]
+        return float(np.mean([hi - lo for lo, hi in spans]))
 
     def flops_per_sample(self):
-        """Training FLOPs per sample of the model's dense products (:func:`flops_per_sample`;
-        a configuration that skips zero columns does fewer)."""
-        return flops_per_sample(self.sizes)
+        """Training FLOPs per sample this runner does: :func:`flops_per_sample`, with the
+        first layer's two products over its mean column window where it skips zero
+        columns."""
+        n_in, width = self.sizes[0], self.sizes[1]
+        return flops_per_sample(self.sizes) - 2 * 2 * width * (n_in - self.mean_window)
 
     def train_epoch(self):
         """One full epoch (as in training); the device is synchronized by the loss read."""

@@ -5,7 +5,7 @@ __version__ = "0.2.0"
 from . import kernels  # noqa: E402
 from .backend import Backend, BackendError, get_array_module, select_backend  # noqa: E402
 from .builders import build_mlp, from_spec  # noqa: E402
-from .data import Dataset, DataError, load_idx_folder, load_mnist, read_idx  # noqa: E402
+from .data import DataError, Dataset, load_idx_folder, load_mnist, read_idx  # noqa: E402
 from .errors import ConfigError, UserError  # noqa: E402
 from .model import Sequential  # noqa: E402
 from .train import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted  # noqa: E402

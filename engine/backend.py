@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 
+from .errors import UserError
 from .kernels._checks import get_array_module, is_cupy_array
 from .kernels.ops import is_out_of_memory  # noqa: F401 - part of this API
-from .errors import UserError
 
 __all__ = ["Backend", "BackendError", "DeviceMemoryError", "select_backend", "probe_cuda",
            "get_array_module", "to_host"]

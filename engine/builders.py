@@ -15,8 +15,15 @@ import numpy as np
 from .conv import Conv2D, ConvActivation, Flatten, MaxPool2D, Reshape, out_size
 from .errors import ConfigError
 from .init import init_for
-from .layers import (ACTIVATION_NAMES, Activation, Dense, Dropout, Linear, WindowedDense,
-                     WindowedLinear)
+from .layers import (
+    ACTIVATION_NAMES,
+    Activation,
+    Dense,
+    Dropout,
+    Linear,
+    WindowedDense,
+    WindowedLinear,
+)
 from .model import Sequential
 
 CNN = "conv32-pool-conv64-pool-fc128"

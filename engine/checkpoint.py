@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
 from .errors import UserError
 
 FORMAT = "xptrain-checkpoint"

@@ -173,10 +173,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from .commands import cmd_bench, cmd_plot, cmd_predict
     from .errors import UserError
     from .train import TrainingDiverged, TrainingInterrupted
-
-    from .commands import cmd_bench, cmd_plot, cmd_predict
 
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info,
                 "bench": cmd_bench, "plot": cmd_plot, "predict": cmd_predict}

@@ -54,14 +54,5 @@ def cmd_predict(args):
 def cmd_bench(args):
     from .bench import harness
 
-    if args.memory_probe:
-        from .bench.timing import set_threads
-        from .data import load_mnist
-
-        set_threads(args.threads)
-        data = load_mnist(args.data_dir, download=not args.no_download, progress=False)
-        device = "cuda" if harness.device_of(args.memory_probe) == "cuda" else "cpu"
-        harness.memory_probe(args.memory_probe, data, [device])
-        return 0
     harness.run(args)
     return 0

@@ -4,6 +4,7 @@ confident mistakes and the first-layer weights, as PNG files (needs the ``plot``
 from pathlib import Path
 
 import numpy as np
+
 from .errors import UserError
 
 INSTALL = 'plots need matplotlib and Pillow: pip install "xptrain[plot]"'

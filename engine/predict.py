@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, read_idx, to_pixels
-from .metrics import softmax
 from .errors import UserError
+from .metrics import softmax
 
 IDX_MAGIC = b"\x00\x00"
 

@@ -77,10 +77,10 @@ def apply_overrides(path, config, overrides, epochs_done):
             continue
         setattr(config, name, value)
     if refused:
+        free = ", ".join("--" + f.replace("_", "-") for f in EXECUTION_FIELDS)
         raise ConfigError(f"--resume {path} continues that run as it was configured; it "
                           f"cannot change {', '.join(refused)}. Only --epochs (to extend the "
-                          f"run) and --{', --'.join(f.replace('_', '-') for f in EXECUTION_FIELDS)}"
-                          " may differ; start a new run for other settings")
+                          f"run) and {free} may differ; start a new run for other settings")
     return config.validate()
 
 

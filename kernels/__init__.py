@@ -24,9 +24,20 @@ where it allocated them.
 import numpy as np
 
 from . import reference
-from ._checks import (ACTIVATION_KINDS, FLOAT_DTYPES, blas_readable, check_float,
-                      check_labels, check_out, check_shape, check_writeable, get_array_module,
-                      is_cupy_array, rows_by_features, windows)
+from ._checks import (
+    ACTIVATION_KINDS,
+    FLOAT_DTYPES,
+    blas_readable,
+    check_float,
+    check_labels,
+    check_out,
+    check_shape,
+    check_writeable,
+    get_array_module,
+    is_cupy_array,
+    rows_by_features,
+    windows,
+)
 from .ops import FUSED, MODES, OPS, TWINS, Ops, available, resolve
 
 ACTIVATIONS = tuple(ACTIVATION_KINDS)  # ("sigmoid", "relu", "tanh")

@@ -6,8 +6,8 @@ stay NaN and infinities behave. ``error_model="numpy"`` drops Python's ZeroDivis
 every loop runs from 0 over a contiguous array, so LLVM can vectorize it (a loop from a
 runtime start stayed scalar: 3-6x slower, measured on the optimizer updates). The functions
 are compiled lazily on first call (per dtype) and cached on disk; :func:`compile_all` warms
-the float32 ones and returns the seconds spent (measured: 7.6-8.8 s on a fresh cache on the 2-core CPU, 0.3-0.4 s to load from the
-cache).
+the float32 ones and returns the seconds spent (on the 2-core CPU: about 8 s on a fresh
+cache, under 0.5 s from the cache).
 """
 
 import math

@@ -30,8 +30,10 @@ def _build():
     if _kernels:
         return _kernels
     global cuda
-    from numba import config
-    from numba import cuda  # module global: the simulator swaps the kernels' globals
+    from numba import (
+        config,
+        cuda,  # module global: the simulator swaps the kernels' globals
+    )
 
     # CuPy orders work on its own stream; the per-launch host sync Numba adds by default
     # (NUMBA_CUDA_ARRAY_INTERFACE_SYNC=1) would stall the host every step.

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from engine import backend
-from engine.backend import BackendError, select_backend
+from xptrain import backend
+from xptrain.backend import BackendError, select_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +68,7 @@ def test_no_device_falls_back(monkeypatch):
 
 
 def test_bad_device_name():
-    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda, got 'gpu'"):
+    with pytest.raises(BackendError, match="device must be one of auto, cpu, cuda, got 'gpu'"):
         select_backend("gpu")
 
 
@@ -77,9 +76,9 @@ def test_cpu_path_imports_no_gpu_module(tmp_path):
     """Train a step on the CPU in a fresh interpreter; neither CuPy nor numba.cuda loads."""
     code = f"""
 import json, sys
-sys.path.insert(0, {str(ROOT)!r})
-from tests.conftest import write_dataset
-from engine import TrainConfig, Trainer, load_idx_folder, select_backend
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from datasets import write_dataset
+from xptrain import TrainConfig, Trainer, load_idx_folder, select_backend
 d = load_idx_folder(write_dataset({str(tmp_path / 'd')!r}, n_train=64, n_test=16))
 Trainer(TrainConfig(epochs=1, batch_size=32, hidden=(8,), activation="sigmoid"), d,
         select_backend("cpu"), log=lambda s: None).fit()
@@ -107,13 +106,13 @@ class OutOfMemoryError(MemoryError):
 
 
 def test_out_of_memory_names_batch_and_request(tiny_data, cpu, monkeypatch, capsys, tiny_dir):
-    from engine.backend import DeviceMemoryError
-    from engine.train import TrainConfig, Trainer
+    from xptrain.backend import DeviceMemoryError
+    from xptrain.train import TrainConfig, Trainer
 
     t = Trainer(TrainConfig(epochs=1, batch_size=64, hidden=(8,)), tiny_data, cpu,
                 log=lambda s: None)
 
-    def boom(idx, lr, labels=None, cols=None):
+    def boom(*args, **kwargs):
         raise OutOfMemoryError("Out of memory allocating 1,073,741,824 bytes "
                                "(allocated so far: 2,048 bytes).")
 
@@ -122,9 +121,35 @@ def test_out_of_memory_names_batch_and_request(tiny_data, cpu, monkeypatch, caps
         t.fit()
 
 
-def test_tf32_is_opt_in(monkeypatch):
+def _gpu_backend(monkeypatch, compute_capability="90"):
+    """A stand-in CUDA backend (no GPU needed) with a device of ``compute_capability``."""
+    cp = types.ModuleType("cupy")
+    cp.cuda = types.SimpleNamespace(
+        Device=lambda *a: types.SimpleNamespace(compute_capability=compute_capability))
+    fake = backend.Backend("cuda", cp, "CuPy and a working GPU found", "Test GPU")
+    monkeypatch.setattr(backend, "_cuda_or_cpu", lambda device: fake)
+    return fake
+
+
+def test_tf32_takes_effect_or_refuses(monkeypatch):
     monkeypatch.delenv("CUPY_TF32", raising=False)
-    backend.enable_tf32(False)
-    assert "CUPY_TF32" not in os.environ
-    backend.enable_tf32(True)
-    assert os.environ["CUPY_TF32"] == "1"
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    with pytest.raises(BackendError, match="--tf32 needs a CUDA GPU, but this run is on the "
+                                           "CPU"):
+        select_backend("cpu", tf32=True)
+    monkeypatch.delenv("CUPY_TF32", raising=False)
+    assert "TF32" not in select_backend("cpu").reason and "CUPY_TF32" not in os.environ
+    _gpu_backend(monkeypatch)
+    b = select_backend("cuda", tf32=True)  # CuPy not imported yet: the variable is set first
+    assert os.environ["CUPY_TF32"] == "1" and "TF32 matrix products on" in b.reason
+    _gpu_backend(monkeypatch, compute_capability="75")
+    with pytest.raises(BackendError, match="compute capability >= 8.0; Test GPU has 7.x"):
+        select_backend("cuda", tf32=True)
+
+
+def test_tf32_after_cupy_was_imported_is_refused(monkeypatch):
+    monkeypatch.delenv("CUPY_TF32", raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))  # imported without it
+    _gpu_backend(monkeypatch)
+    with pytest.raises(BackendError, match="CuPy was imported before TF32 was asked for"):
+        select_backend("cuda", tf32=True)

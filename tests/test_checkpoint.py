@@ -7,11 +7,10 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from engine import checkpoint
-from engine.checkpoint import CheckpointError
-from engine.evaluate import load_model, predict_logits
-from engine.train import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
+from xptrain import checkpoint
+from xptrain.checkpoint import CheckpointError
+from xptrain.evaluate import load_model, predict_logits
+from xptrain.train import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
 
 SMALL = dict(batch_size=32, hidden=(16, 12), activation="sigmoid", lr=0.01)
 
@@ -89,11 +88,11 @@ def _rewrite_meta(path, **changes):
 
 def _interrupt_after(trainer, n_steps, real_signal=False):
     """Request a stop (as Ctrl-C does) once ``n_steps`` optimizer steps have run."""
-    step = trainer.optimizer.step
+    step = trainer.optimizer.backward_step
     count = [0]
 
-    def counting(lr, **kwargs):
-        step(lr, **kwargs)
+    def counting(gy, lr):
+        step(gy, lr)
         count[0] += 1
         if count[0] == n_steps:
             if real_signal:
@@ -101,7 +100,7 @@ def _interrupt_after(trainer, n_steps, real_signal=False):
             else:
                 trainer._stop_requested = True
 
-    trainer.optimizer.step = counting
+    trainer.optimizer.backward_step = counting
 
 
 @pytest.mark.parametrize("dropout,stop_at", [(0.0, 14), (0.3, 17), (0.3, 20)])
@@ -151,3 +150,52 @@ def test_resume_with_dropout_in_a_cnn(tiny_data, cpu, tmp_path):
     resumed = Trainer.resume(info.value.path, tiny_data, cpu, log=lambda s: None)
     resumed.fit()
     np.testing.assert_array_equal(resumed.model.params, full.model.params)
+
+
+def test_resume_with_more_epochs_extends_the_run(tiny_data, cpu, tmp_path):
+    """--epochs on resume extends the run: a 2-epoch run resumed to 4 ends where a 4-epoch
+    run ends (constant schedule: the schedule does not depend on the length)."""
+    kw = dict(schedule="constant", optimizer="sgd", momentum=0.9, lr=0.05)
+    full = make(tiny_data, cpu, tmp_path / "full", epochs=4, **kw)
+    full.fit()
+    short = make(tiny_data, cpu, tmp_path / "short", epochs=2, **kw)
+    short.fit()
+    resumed = Trainer.resume(short.checkpoint_path, tiny_data, cpu, overrides={"epochs": 4},
+                             log=lambda s: None)
+    assert resumed.config.epochs == 4 and resumed.epoch == 2
+    resumed.fit()
+    np.testing.assert_array_equal(resumed.model.params, full.model.params)
+    assert len(resumed.history) == 4
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"lr": 0.5}, r"cannot change --lr 0.5 \(the checkpoint's: 0.01\)"),
+    ({"hidden": (8,), "seed": 3}, r"--hidden 8 \(the checkpoint's: 16,12\), --seed 3"),
+    ({"epochs": 1}, "has already trained 3 epochs"),
+])
+def test_resume_refuses_other_changes(tiny_data, cpu, tmp_path, overrides, message):
+    t = make(tiny_data, cpu, tmp_path / "run")
+    t.fit()
+    with pytest.raises(ValueError, match=message):
+        Trainer.resume(t.checkpoint_path, tiny_data, cpu, overrides=overrides,
+                       log=lambda s: None)
+    same = {"lr": 0.01, "hidden": (16, 12), "kernels": "reference", "zero_columns": "read"}
+    resumed = Trainer.resume(t.checkpoint_path, tiny_data, cpu, overrides=same,
+                             log=lambda s: None)  # equal values, execution options: fine
+    assert resumed.ops.name == "reference"
+
+
+def test_resume_refuses_other_data(tiny_data, cpu, tmp_path):
+    from datasets import write_dataset
+    from xptrain.data import load_idx_folder
+
+    t = make(tiny_data, cpu, tmp_path / "run", epochs=1)
+    t.fit()
+    other = load_idx_folder(write_dataset(tmp_path / "other", seed=5))
+    with pytest.raises(CheckpointError, match="was trained on other data"):
+        Trainer.resume(t.checkpoint_path, other, cpu, log=lambda s: None)
+    params, optim, meta = checkpoint.load(t.checkpoint_path)
+    del meta["data_sha256"]
+    checkpoint.save(t.checkpoint_path, params, optim, meta)
+    with pytest.raises(CheckpointError, match="records no data checksum"):
+        Trainer.resume(t.checkpoint_path, tiny_data, cpu, log=lambda s: None)

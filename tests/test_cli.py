@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from engine import checkpoint
-from engine.cli import main
+from xptrain import checkpoint
+from xptrain.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "2", "--batch-size", "32", "--hidden", "24", "--device", "cpu"]
@@ -28,32 +27,79 @@ def test_train_json_then_evaluate(capsys, tiny_dir, tmp_path):
                              "--out", str(out_dir), "--json")
     assert code == 0, err
     summary = json.loads(out)  # stdout holds exactly one JSON object
-    for key in ("test_accuracy", "test_loss", "epochs", "seconds", "samples_per_second",
-                "device"):
-        assert key in summary
-    assert 0 <= summary["test_accuracy"] <= 1 and summary["epochs"] == 2
-    assert summary["device"] == "cpu"
+    assert summary["epochs"] == len(summary["history"]) == 2 and summary["device"] == "cpu"
+    assert summary["test_accuracy"] == summary["history"][-1]["test_accuracy"]
+    assert summary["test_accuracy"] > 0.5  # synthetic digits: learnable in two epochs
+    assert summary["samples_per_second"] == pytest.approx(
+        2 * 300 / summary["seconds"], rel=1e-6)
+    assert summary["checkpoint"] == str(out_dir / "checkpoint.npz")
+    assert len(summary["per_class_accuracy"]) == 10
     assert "class  samples  correct  accuracy" in err  # the per-class table, on stderr
     code, out, err = run_cli(capsys, "evaluate", str(out_dir / "checkpoint.npz"),
                              "--data-dir", str(tiny_dir), "--device", "cpu", "--json")
     assert code == 0, err
-    assert json.loads(out)["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    evaluated = json.loads(out)
+    assert evaluated["test_accuracy"] == summary["test_accuracy"]
+    assert evaluated["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
+    assert evaluated["n_samples"] == 100 and evaluated["epoch"] == 2
+
+
+def test_resume_extends_with_epochs_and_refuses_other_flags(capsys, tiny_dir, tmp_path):
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir), "--out",
+                           str(out_dir))
+    assert code == 0, err
+    ckpt = str(out_dir / "checkpoint.npz")
+    code, out, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_dir),
+                             "--resume", ckpt, "--epochs", "3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["epochs"] == 3 and checkpoint.load(ckpt)[2]["epoch"] == 3
+    assert "resuming" in err and "to epoch 3" in err
+    code, _, err = run_cli(capsys, "train", "--device", "cpu", "--data-dir", str(tiny_dir),
+                           "--resume", ckpt, "--lr", "0.5", "--batch-size", "32")
+    assert code == 2 and "cannot change --lr 0.5 (the checkpoint's: 0.002)" in err
+    assert "--batch-size" not in err  # the same value as the checkpoint's: not a change
+    assert checkpoint.load(ckpt)[2]["epoch"] == 3  # nothing was trained
+
+
+def test_a_bug_is_not_reported_as_a_user_error(capsys, tiny_dir, monkeypatch):
+    """Only validated user errors exit 2 with one line; a bug keeps its traceback."""
+    from xptrain import train
+
+    def bug(self):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(train.Trainer, "fit", bug)
+    with pytest.raises(ValueError, match="an internal inconsistency"):
+        main(["train", *TINY, "--data-dir", str(tiny_dir), "--out", str(tiny_dir / "r")])
+
+
+def test_tf32_on_the_cpu_is_refused(capsys, tiny_dir):
+    code, _, err = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir), "--tf32")
+    assert code == 2 and "--tf32 needs a CUDA GPU" in err
 
 
 def test_train_prints_per_epoch_lines_and_table(capsys, tiny_dir, tmp_path):
     code, out, _ = run_cli(capsys, "train", *TINY, "--data-dir", str(tiny_dir),
                            "--out", str(tmp_path / "r"))
     assert code == 0
-    assert out.count("epoch ") >= 2 and "test accuracy" in out
-    assert "unverified IDX data set" in out
+    lines = out.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert f"test_acc {history[-1]['test_accuracy'] * 100:.2f}%" in epochs[-1]
+    assert lines[-1].startswith(f"test accuracy {history[-1]['test_accuracy'] * 100:.2f}%")
+    assert "unverified IDX data set" in out and "kernels numba" in out
 
 
 def test_info(capsys):
     code, out, _ = run_cli(capsys, "info")
     assert code == 0
-    for key in ("python:", "numpy:", "numba:", "cupy:", "cuda:", "kernels (cpu):"):
-        assert key in out
-    from kernels import blas
+    fields = dict(line.split(":", 1) for line in out.splitlines() if not line.startswith(" "))
+    assert fields["numpy"].strip() == np.__version__
+    assert fields["kernels (cpu)"].strip().startswith("numba for ")
+    assert fields["auto device"].strip() in ("cpu", "cuda")
+    from xptrain.kernels import blas
 
     gemm = next(line for line in out.splitlines() if line.startswith("gemm (cpu):"))
     assert (blas.REASON if blas.FOUND is None else os.path.basename(blas.FOUND.path)) in gemm
@@ -93,7 +139,7 @@ def test_user_errors_are_one_line(capsys, tmp_path, tiny_dir, monkeypatch):
 
 
 def test_cuda_unavailable_is_a_clear_error(capsys, monkeypatch, tiny_dir):
-    from engine import backend
+    from xptrain import backend
 
     monkeypatch.setattr(backend, "_probe_cache", {})
     monkeypatch.setitem(sys.modules, "cupy", None)
@@ -115,13 +161,13 @@ def test_divergence_exit_code(capsys, tiny_dir, tmp_path):
 
 def test_console_entry_point_in_subprocess(tiny_dir, tmp_path):
     """`python -m engine` exits non-zero with one message, never a traceback."""
-    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(tiny_dir)],
+    proc = subprocess.run([sys.executable, "-m", "xptrain", "evaluate", str(tiny_dir)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("xptrain: error:") and "Traceback" not in proc.stderr
     ckpt = tmp_path / "c.npz"
     checkpoint.save(ckpt, {"0.W": np.ones((2, 2))}, {}, {"model": {"n_in": 3, "layers": []}})
-    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(ckpt),
+    proc = subprocess.run([sys.executable, "-m", "xptrain", "evaluate", str(ckpt),
                            "--device", "cpu", "--data-dir", str(tiny_dir)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "inconsistent checkpoint" in proc.stderr

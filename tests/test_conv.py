@@ -3,10 +3,10 @@ real-MNIST CNN run that clears a bar an MLP cannot."""
 
 import numpy as np
 import pytest
-
-from engine.conv import Conv2D, Flatten, MaxPool2D
-from engine.model import CNN, Sequential, parse_layers
-from tests.test_gradcheck import check_layer, check_model_gradient
+from test_gradcheck import check_layer
+from xptrain.builders import CNN, assemble, parse_entries
+from xptrain.conv import Conv2D, Flatten, MaxPool2D
+from xptrain.model import Sequential
 
 
 def slow_conv(x, w, b, k, stride, pad):
@@ -34,6 +34,12 @@ def test_conv_forward_equals_loops(k, stride, pad, shape):
     layer.b[...] = rng.standard_normal(4)
     x = rng.standard_normal(shape)
     np.testing.assert_allclose(layer.forward(x), slow_conv(x, layer.W, layer.b, k, stride, pad),
+                               rtol=1e-12, atol=1e-12)
+    fused = assemble([layer.spec()[0], {"type": "Tanh"}])
+    Sequential(fused, 0, np, seed=1, dtype=np.float64)
+    fused[0].W[...], fused[0].b[...] = layer.W, layer.b
+    np.testing.assert_allclose(fused[0].forward(x), np.tanh(slow_conv(x, layer.W, layer.b, k,
+                                                                       stride, pad)),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -64,41 +70,40 @@ def test_flatten_gradient():
     check_layer(Flatten(), np.random.default_rng(3).standard_normal((2, 3, 4, 2)), params=False)
 
 
-def test_whole_small_cnn_gradient():
-    rng = np.random.default_rng(4)
-    model = Sequential(parse_layers("conv3k3-pool-fc5", (6, 6), 3, "tanh"), 36, np, seed=2,
-                       dtype=np.float64)
-    check_model_gradient(model, rng.standard_normal((4, 36)), rng.integers(0, 3, 4))
-
-
 def test_spec_strings():
-    names = [type(layer).__name__ for layer in parse_layers(CNN, (28, 28), 10)]
-    assert names == ["Reshape", "Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU",
-                     "Flatten", "Linear", "ReLU", "Linear"]
-    assert parse_layers(CNN, (28, 28), 10)[8].n_in == 7 * 7 * 64
+    entries = parse_entries(CNN, (28, 28), 10)
+    assert [e["type"] for e in entries] == [
+        "Reshape", "Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU", "Flatten",
+        "Linear", "ReLU", "Linear"]
+    assert entries[8]["n_in"] == 7 * 7 * 64
+    # the builder fuses fc + its activation; a pooled conv keeps its activation separate
+    assert [type(layer).__name__ for layer in assemble(entries)] == [
+        "Reshape", "Conv2D", "MaxPool2D", "Activation", "Conv2D", "MaxPool2D", "Activation",
+        "Flatten", "Dense", "Linear"]
+    assert [type(layer).__name__ for layer in assemble(parse_entries(
+        "conv4-fc3", (6, 6), 2))][:2] == ["Reshape", "ConvActivation"]
     with pytest.raises(ValueError, match="cannot read 'conv'"):
-        parse_layers("conv-pool", (28, 28), 10)
+        parse_entries("conv-pool", (28, 28), 10)
     with pytest.raises(ValueError, match="shrinks to nothing"):
-        parse_layers("pool8-pool8", (28, 28), 10)
+        parse_entries("pool8-pool8", (28, 28), 10)
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 def test_pool_before_activation_is_exact(activation):
     """conv-pool is built as Conv2D, MaxPool2D, activation; same values and gradients as
     Conv2D, activation, MaxPool2D."""
-    from engine.layers import ACTIVATIONS
-    from engine.losses import SoftmaxCrossEntropy
+    from xptrain.losses import SoftmaxCrossEntropy
 
-    built = parse_layers("conv4-pool", (6, 6), 3, activation)
+    built = parse_entries("conv4-pool", (6, 6), 3, activation)
     swapped = list(built)
     swapped[2], swapped[3] = swapped[3], swapped[2]
-    assert isinstance(swapped[2], ACTIVATIONS[activation])
+    assert swapped[2]["type"].lower() == activation and swapped[3]["type"] == "MaxPool2D"
     rng = np.random.default_rng(5)
     x, t = rng.standard_normal((3, 36)), rng.integers(0, 3, 3)
     out = []
-    for layers in (built, swapped):
-        model = Sequential(layers, 36, np, seed=3, dtype=np.float64)
-        loss, gy = SoftmaxCrossEntropy()(model.forward(x.copy(), train=True), t)
+    for entries in (built, swapped):
+        model = Sequential(assemble(entries), 36, np, seed=3, dtype=np.float64)
+        loss, gy = SoftmaxCrossEntropy(np, model.ops)(model.forward(x, train=True), t)
         model.backward(gy)
         out.append((float(loss), model.grads.copy()))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
@@ -106,8 +111,8 @@ def test_pool_before_activation_is_exact(activation):
 
 
 def test_cnn_checkpoint_round_trip(tiny_data, cpu, tmp_path):
-    from engine.evaluate import load_model, predict_logits
-    from engine.train import TrainConfig, Trainer
+    from xptrain.evaluate import load_model, predict_logits
+    from xptrain.train import TrainConfig, Trainer
 
     t = Trainer(TrainConfig(epochs=1, model="conv4-pool-fc8", batch_size=32), tiny_data, cpu,
                 tmp_path, log=lambda s: None)
@@ -122,10 +127,10 @@ def test_cnn_checkpoint_round_trip(tiny_data, cpu, tmp_path):
 def test_cnn_on_real_mnist_beats_the_mlp_ceiling(mnist, cpu):
     """The classic CNN passes 99.0% test accuracy (4 epochs: 99.22%, about 80 s on 2 cores,
     measured); from-scratch MLPs top out near 98.5% on MNIST (ours: 98.3-98.4%)."""
-    from engine.metrics import accuracy
-    from engine.train import TrainConfig, Trainer
+    from xptrain.metrics import accuracy
+    from xptrain.train import TrainConfig, Trainer
 
     t = Trainer(TrainConfig(epochs=4, model="cnn"), mnist, cpu, log=lambda s: None)
     history = t.fit()
-    assert accuracy(t.evaluate(t.x_test, t.y_test)[1]) >= 0.990
+    assert accuracy(t.evaluate(t.data.x_test, t.data.y_test)[1]) >= 0.990
     assert history[0]["test_accuracy"] < history[-1]["test_accuracy"]

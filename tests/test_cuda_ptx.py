@@ -32,8 +32,7 @@ if WHY:
                 "to compile the numba-cuda kernels without a GPU", allow_module_level=True)
 
 from numba import cuda, types  # noqa: E402 - only once NVVM is known to be there
-
-from kernels import cuda as twin  # noqa: E402
+from xptrain.kernels import cuda as twin  # noqa: E402
 
 
 def _c(dtype, ndim):

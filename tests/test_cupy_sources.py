@@ -18,8 +18,7 @@ import types
 
 import numpy as np
 import pytest
-
-from kernels import cupy_native
+from xptrain.kernels import cupy_native
 
 F32, F64 = np.float32, np.float64
 _C_TYPES = {"float32": "float", "float64": "double", "int64": "long long", "int32": "int",

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from engine import data
-from engine.data import DataError, FILES, load_idx_folder, parse_idx, read_idx, write_idx
-from tests.conftest import write_dataset
+from datasets import write_dataset
+from xptrain import data
+from xptrain.data import FILES, DataError, load_idx_folder, parse_idx, read_idx, write_idx
 
 
 def idx_bytes(array, code=0x08):

@@ -3,12 +3,12 @@
 
 import numpy as np
 import pytest
+from kernel_cases import arrange
+from xptrain import kernels
+from xptrain.kernels import blas
+from xptrain.kernels._checks import blas_readable
 
-import kernels
-from kernels import blas
-from tests.kernel_cases import arrange
-
-CPU_IMPLS = kernels.implementations("cpu")
+CPU_IMPLS = kernels.available("cpu")
 SHAPES = [(1, 1, 1), (3, 1, 4), (1, 7, 1), (5, 7, 3), (33, 129, 17), (128, 784, 128)]
 SCALARS = [(1.0, 0.0), (-0.1, 1.0), (2.5, 0.5), (-1.0, 0.0)]
 
@@ -73,18 +73,18 @@ def test_gemm_matrix(impl, dtype, shape, layouts, alpha, beta):
                                              ("window_t", True), ("strided", False)])
 def test_operands_blas_reads_in_place_are_not_copied(layout, in_place):
     x = arrange(np.arange(12, dtype=np.float32).reshape(3, 4), layout)
-    assert kernels._blas_ok(x) is in_place
+    assert blas_readable(x) is in_place
     assert (kernels._operand("a", x) is x) is in_place
     for rows, cols in ((1, 4), (3, 1), (1, 1)):  # one row or column: any stride will do
-        assert kernels._blas_ok(arrange(np.ones((rows, cols), np.float32), layout))
+        assert blas_readable(arrange(np.ones((rows, cols), np.float32), layout))
 
 
 def test_operands_blas_cannot_read_are_refused():
     x = np.ones((3, 4), np.float32)
-    assert not kernels._blas_ok(x[:, ::-1])  # a negative stride
-    assert not kernels._blas_ok(np.broadcast_to(x[:1], (3, 4)))  # a zero stride
+    assert not blas_readable(x[:, ::-1])  # a negative stride
+    assert not blas_readable(np.broadcast_to(x[:1], (3, 4)))  # a zero stride
     overlapping = np.lib.stride_tricks.as_strided(x, (3, 3), (4, 4))
-    assert not kernels._blas_ok(overlapping)  # rows overlap: no leading size fits
+    assert not blas_readable(overlapping)  # rows overlap: no leading size fits
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)

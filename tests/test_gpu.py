@@ -3,16 +3,15 @@ an epoch, and the out-of-memory message. Skipped with the reason where no GPU is
 
 import numpy as np
 import pytest
-
-import kernels
-from engine.backend import probe_cuda, select_backend
-from tests.kernel_cases import REGIMES, SHAPES, TOL, make_labels, make_logits
+from kernel_cases import REGIMES, SHAPES, TOL, case_seed, make_labels, make_logits
+from xptrain import kernels
+from xptrain.backend import probe_cuda, select_backend
 
 cupy, GPU_NAME, WHY = probe_cuda()
 if cupy is None:  # one skip with the reason, not one per parameter combination
     pytest.skip(f"no usable GPU: {WHY}", allow_module_level=True)
 pytestmark = pytest.mark.gpu
-GPU_IMPLS = kernels.implementations("cuda")
+GPU_IMPLS = kernels.available("cuda")
 
 
 @pytest.mark.parametrize("impl", GPU_IMPLS)
@@ -37,7 +36,7 @@ def test_softmax_ce_on_cupy(impl, dtype, shape, regime, layout):
 @pytest.mark.parametrize("impl", GPU_IMPLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_other_kernels_on_cupy(impl, dtype):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(impl, dtype))
     y, gy = rng.random((129, 65)).astype(dtype), rng.standard_normal((129, 65)).astype(dtype)
     gx = kernels.sigmoid_backward(cupy.asarray(gy), cupy.asarray(y), impl=impl)
     np.testing.assert_allclose(gx.get(), kernels.sigmoid_backward(gy, y, impl="reference"),
@@ -70,7 +69,7 @@ def test_other_kernels_on_cupy(impl, dtype):
 @pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.1, 1.0), (2.5, 0.5)])
 def test_gemm_on_cupy(impl, dtype, layouts, alpha, beta):
     """The layouts of a Linear layer's products (x @ W, gy @ W.T, x.T @ gy) via cuBLAS."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(impl, dtype, layouts, alpha, beta))
     a, b = rng.standard_normal((129, 65)), rng.standard_normal((65, 33))
     a, b = (x.T.copy().T if t == "t" else x for x, t in zip((a.astype(dtype), b.astype(dtype)),
                                                            layouts))
@@ -88,7 +87,7 @@ def test_gemm_on_cupy(impl, dtype, layouts, alpha, beta):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (129, 65), (2, 7, 5, 33)])
 def test_activation_kernels_on_cupy(impl, kind, dtype, shape):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(impl, kind, dtype, shape))
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     x.reshape(-1)[0] = np.nan
     b = rng.standard_normal(shape[-1]).astype(dtype)
@@ -113,7 +112,7 @@ def test_numpy_input_to_gpu_twin_is_refused():
 
 @pytest.fixture(scope="module")
 def gpu_and_cpu_trainers(mnist):
-    from engine.train import TrainConfig, Trainer
+    from xptrain.train import TrainConfig, Trainer
 
     config = dict(epochs=2, hidden=(128,), activation="sigmoid", optimizer="sgd", lr=0.1)
     return [Trainer(TrainConfig(**config), mnist, select_backend(d), log=lambda s: None)
@@ -124,8 +123,8 @@ def test_cpu_and_gpu_agree(gpu_and_cpu_trainers):
     cpu, gpu = gpu_and_cpu_trainers
     np.testing.assert_array_equal(cpu.model.params, gpu.model.params.get())  # same start
     idx = np.arange(128)
-    l_cpu = float(cpu.step(idx, 0.1))
-    l_gpu = float(gpu.step(cupy.asarray(idx), 0.1))
+    l_cpu = float(cpu.step(idx, cpu.data.y_train[:128], 0.1))
+    l_gpu = float(gpu.step(cupy.asarray(idx), gpu.data.y_train[:128], 0.1))
     assert l_gpu == pytest.approx(l_cpu, rel=1e-5)
     hc, hg = cpu.fit(), gpu.fit()
     assert abs(hc[-1]["test_accuracy"] - hg[-1]["test_accuracy"]) <= 0.003
@@ -135,36 +134,33 @@ def test_no_host_sync_inside_an_epoch(gpu_and_cpu_trainers):
     import cupyx
 
     gpu = gpu_and_cpu_trainers[1]
-    perm = gpu._prepare_epoch(0)
+    steps = gpu.batches.epoch(0)
     with cupyx.allow_synchronize(False):  # raises on any implicit device->host sync
-        for s in range(20):
-            gpu.step(perm[s * 128:(s + 1) * 128], 0.01)
+        for _, (s, idx, labels) in zip(range(20), steps):
+            gpu.step(idx, labels, 0.01, gpu.batches.step_key(0, s))
 
 
 def test_out_of_memory_message(mnist):
-    from engine.backend import DeviceMemoryError
-    from engine.train import TrainConfig, Trainer
+    from xptrain.backend import DeviceMemoryError
+    from xptrain.train import TrainConfig, Trainer
 
     with pytest.raises(DeviceMemoryError, match="at batch size 128: asked for"):
         Trainer(TrainConfig(hidden=(2**26,)), mnist, select_backend("cuda"), log=print)
 
 
 def test_zero_column_windows_on_the_gpu(mnist):
-    """--zero-columns skip on CUDA (auto reads every column there): the same loss as the
-    CPU with the same windows, and no device->host sync in the steps."""
-    import cupyx
-
-    from engine.train import TrainConfig, Trainer
+    """--zero-columns skip on CUDA (auto reads every column there): the same losses as the
+    CPU, which finds the same windows. Each step reads its window back to the host (the
+    reason auto does not skip on a GPU)."""
+    from xptrain.train import TrainConfig, Trainer
 
     config = TrainConfig(epochs=1, hidden=(128,), activation="sigmoid", optimizer="sgd",
                          lr=0.1, zero_columns="skip")
     cpu, gpu = (Trainer(config, mnist, select_backend(d), log=lambda s: None)
                 for d in ("cpu", "cuda"))
-    perm_cpu, perm_gpu = cpu._prepare_epoch(0), gpu._prepare_epoch(0)
-    assert gpu.batch_cols == cpu.batch_cols and any(c is not None for c in gpu.batch_cols)
-    with cupyx.allow_synchronize(False):
-        losses = [gpu.step(perm_gpu[s * 128:(s + 1) * 128], 0.1, cols=gpu.batch_cols[s])
-                  for s in range(20)]
-    for s in range(20):
-        loss = float(cpu.step(perm_cpu[s * 128:(s + 1) * 128], 0.1, cols=cpu.batch_cols[s]))
-        assert float(losses[s]) == pytest.approx(loss, rel=1e-4)
+    assert type(gpu.model.layers[0]).__name__ == "WindowedDense"
+    for _, (s, idx_c, lab_c), (_, idx_g, lab_g) in zip(range(20), cpu.batches.epoch(0),
+                                                        gpu.batches.epoch(0)):
+        loss_g = float(gpu.step(idx_g, lab_g, 0.1))
+        assert float(cpu.step(idx_c, lab_c, 0.1)) == pytest.approx(loss_g, rel=1e-4)
+        assert gpu.model.layers[0].rows == cpu.model.layers[0].rows

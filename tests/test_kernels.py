@@ -5,13 +5,20 @@ import warnings
 
 import numpy as np
 import pytest
+from kernel_cases import (
+    LAYOUTS,
+    REGIMES,
+    SHAPES,
+    TOL,
+    arrange,
+    case_seed,
+    make_labels,
+    make_logits,
+)
+from xptrain import kernels
+from xptrain.kernels import reference
 
-import kernels
-from kernels import reference
-from tests.kernel_cases import (LAYOUTS, REGIMES, SHAPES, TOL, arrange, make_labels, make_logits,
-                                spy_activation_backward)
-
-CPU_IMPLS = kernels.implementations("cpu")
+CPU_IMPLS = kernels.available("cpu")
 
 
 def ref_softmax_ce(x, t):
@@ -34,7 +41,7 @@ def test_fused_twin_is_available_on_cpu():
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_softmax_ce_matrix(impl, dtype, shape, regime, layout):
-    seed = hash((impl, str(dtype), shape, regime, layout)) % 2**32  # fresh per case
+    seed = case_seed(impl, str(dtype), shape, regime, layout)  # fresh per case
     x = make_logits(shape, dtype, regime, layout, seed)
     t = make_labels(shape[0], shape[1], seed)
     x_before = x.copy()
@@ -79,7 +86,7 @@ def _loose(dtype, regime):
 @pytest.mark.parametrize("shape", [(1, 1), (1, 10), (7, 3), (129, 65), (4, 5, 6)])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_sigmoid_backward_matrix(impl, dtype, shape, layout):
-    rng = np.random.default_rng(abs(hash((impl, str(dtype), shape, layout))) % 2**32)
+    rng = np.random.default_rng(case_seed(impl, str(dtype), shape, layout))
     z = rng.standard_normal(shape) * 5
     z.reshape(-1)[0] = 400  # saturated: y == 1 exactly
     y = (1 / (1 + np.exp(-z))).astype(dtype)
@@ -128,7 +135,7 @@ def _activation_input(shape, dtype, regime, seed):
 @pytest.mark.parametrize("regime", ["normal", "huge", "tiny", "nan"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_bias_activation_matrix(impl, kind, dtype, shape, regime, with_bias):
-    seed = abs(hash((impl, kind, str(dtype), shape, regime, with_bias))) % 2**32
+    seed = case_seed(impl, kind, str(dtype), shape, regime, with_bias)
     x = _activation_input(shape, dtype, regime, seed)
     b = (np.random.default_rng(seed + 1).standard_normal(shape[-1]).astype(dtype)
          if with_bias else None)
@@ -178,7 +185,7 @@ def test_activation_backward_in_place_with_bias_grad(impl, kind):
 def test_activation_backward_in_place_any_layout(impl, kind, layout, bias_layout):
     """The in-place 2-D call takes any strides (the fast path does not copy them away):
     non-contiguous gy, y and bias_grad are read and written through their strides."""
-    rng = np.random.default_rng(abs(hash((impl, kind, layout, bias_layout))) % 2**32)
+    rng = np.random.default_rng(case_seed(impl, kind, layout, bias_layout))
     y = kernels.bias_activation(rng.standard_normal((19, 11)).astype(np.float32), None, kind)
     gy0 = rng.standard_normal((19, 11)).astype(np.float32)
     y_arranged, gy = arrange(y.copy(), layout), arrange(gy0.copy(), layout)
@@ -233,20 +240,16 @@ def _written_buffer_calls():
 
 
 @pytest.mark.parametrize("case", range(len(_written_buffer_calls())))
-def test_read_only_buffers_are_a_clear_error_not_a_broken_twin(case, monkeypatch):
+def test_read_only_buffers_are_a_clear_error_not_a_broken_twin(case):
     """A read-only buffer is the caller's mistake: a ValueError naming the argument, before
-    any twin runs (a Numba twin fails to compile for one, which once marked it broken)."""
-    monkeypatch.setitem(kernels._state, "broken", {})
-    monkeypatch.setattr(kernels, "_resolved", {})
-    monkeypatch.setattr(kernels, "_active", {})
-    monkeypatch.setattr(kernels, "_host", {})
+    any twin runs (a Numba twin fails to compile for one, which must not read as broken)."""
     name, call = _written_buffer_calls()[case]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=f"^{name} is read-only"):
             call()
-    assert kernels._state["broken"] == {}
-    assert kernels.active_implementation("cpu") == "numba"
+    ops = kernels.resolve("cpu")
+    assert ops.name == "numba" and ops.fallbacks == {}
 
 
 def test_activation_argument_errors():
@@ -322,10 +325,10 @@ def test_argument_errors():
         kernels.softmax_cross_entropy(x, t, out=np.zeros((3, 2), np.float32).T)
     with pytest.raises(ValueError, match="gy must match y"):
         kernels.sigmoid_backward(np.zeros((2, 2)), np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="unknown kernel implementation"):
+    with pytest.raises(ValueError, match="kernels must be one of fused, reference"):
         kernels.sigmoid_backward(x, x, impl="nope")
-    with pytest.raises(ValueError, match="'fused' or 'reference'"):
-        kernels.set_mode("fast")
+    with pytest.raises(ValueError, match="run on cuda, not on cpu"):
+        kernels.sigmoid_backward(x, x, impl="cupy")
 
 
 def test_mixed_devices_are_a_type_error(monkeypatch):
@@ -341,75 +344,6 @@ def test_mixed_devices_are_a_type_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     with pytest.raises(TypeError, match="different devices"):
         kernels.sigmoid_backward(ndarray(), np.zeros(3))
-
-
-def test_fallback_to_reference_when_a_twin_fails(monkeypatch):
-    from kernels import cpu
-
-    def broken(*args):
-        raise RuntimeError("simulated compile failure")
-
-    monkeypatch.setattr(cpu, "activation_backward", broken)
-    monkeypatch.setitem(kernels._state, "broken", {})
-    monkeypatch.setattr(kernels, "_resolved", {})
-    monkeypatch.setattr(kernels, "_active", {})
-    monkeypatch.setattr(kernels, "_host", {})
-    y = np.full((2, 2), 0.5)
-    with pytest.warns(RuntimeWarning, match="numba unavailable.*simulated compile failure"):
-        gx = kernels.sigmoid_backward(np.ones_like(y), y)
-    np.testing.assert_array_equal(gx, 0.25)
-    g = np.ones_like(y)  # the in-place fast path now runs the reference as well
-    assert kernels.sigmoid_backward(g, y, out=g) is g
-    np.testing.assert_array_equal(g, 0.25)
-    assert kernels._host[(None, "activation_backward")] is reference.activation_backward
-    assert kernels.active_implementation("cpu") == "reference"
-
-
-def test_a_mode_switch_reroutes_the_fast_paths(monkeypatch):
-    """The fast paths' cache holds one mode's twins: switching mode must empty it."""
-    calls = spy_activation_backward(monkeypatch, reference)
-    monkeypatch.setattr(kernels, "_resolved", {})
-    monkeypatch.setattr(kernels, "_host", {})
-    y = np.full((2, 2), 0.5)
-    g = np.ones_like(y)
-    try:
-        kernels.set_mode("fused")
-        kernels.sigmoid_backward(g, y, out=g)
-        kernels.set_mode("fused")  # the same mode: the cache stays
-        assert kernels._host and calls == []
-        kernels.set_mode("reference")
-        kernels.sigmoid_backward(g, y, out=g)
-        assert calls == ["sigmoid"]
-    finally:
-        kernels.set_mode("fused")
-    kernels.sigmoid_backward(g, y, out=g)
-    assert calls == ["sigmoid"]
-    np.testing.assert_array_equal(g, 0.25 ** 3)
-
-
-def test_a_call_the_reference_rejects_too_does_not_break_the_twin(monkeypatch):
-    """A twin that fails where the reference fails as well (arguments a boundary check
-    missed) is the caller's error: it is raised, and the twin stays in use."""
-    from kernels import cpu
-
-    def broken(*args):
-        raise RuntimeError("simulated typing failure")
-
-    def reference_rejects(*args):
-        raise ValueError("simulated bad argument")
-
-    monkeypatch.setattr(cpu, "bias_activation", broken)
-    monkeypatch.setattr(reference, "bias_activation", reference_rejects)
-    monkeypatch.setitem(kernels._state, "broken", {})
-    monkeypatch.setattr(kernels, "_resolved", {})
-    monkeypatch.setattr(kernels, "_active", {})
-    monkeypatch.setattr(kernels, "_host", {})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(ValueError, match="simulated bad argument"):
-            kernels.bias_activation(np.zeros((2, 3), np.float32), None, "relu")
-    assert kernels._state["broken"] == {}
-    assert kernels.active_implementation("cpu") == "numba"
 
 
 def test_reference_against_finite_differences_float64():
@@ -487,7 +421,7 @@ def test_adam_update_twin(impl, dtype, n, n_decay, decoupled, wd, step):
 @pytest.mark.parametrize("src", [np.uint8, np.float32])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gather_rows_twin(impl, src, dtype):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(impl, str(src), str(dtype)))
     x = (rng.random((50, 13)) * 255).astype(src)
     idx = rng.integers(0, 50, 17)
     out = kernels.gather_rows(x, idx, 1 / 255, dtype=dtype, impl=impl)
@@ -519,15 +453,15 @@ def test_optimizer_buffer_errors():
 @pytest.mark.parametrize("shape,k,stride,pad", [((2, 5, 7, 1), 3, 1, 1), ((1, 6, 5, 8), 3, 2, 0),
                                                 ((3, 4, 4, 16), 2, 2, 1), ((1, 7, 7, 5), 5, 1, 2)])
 def test_im2col_col2im_twins(impl, dtype, shape, k, stride, pad):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(impl, str(dtype), shape, k, stride, pad))
     x = rng.standard_normal(shape).astype(dtype)
     cols = kernels.im2col(x, k, stride, pad, impl=impl)
     ref = kernels.im2col(x, k, stride, pad, impl="reference")
     np.testing.assert_array_equal(cols, ref)
     g = rng.standard_normal(cols.shape).astype(dtype)
     out, out_ref = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
-    kernels._call(impl, "col2im", g, k, stride, pad, out)
-    kernels._call("reference", "col2im", g, k, stride, pad, out_ref)
+    kernels.resolve("cpu", impl).col2im(g, k, stride, pad, out)
+    kernels.resolve("cpu", "reference").col2im(g, k, stride, pad, out_ref)
     np.testing.assert_allclose(out, out_ref, **TOL[dtype])
     # adjoint: <im2col(x), g> == <x, col2im(g)>
     assert np.vdot(cols, g) == pytest.approx(np.vdot(x, out), rel=1e-4)
@@ -538,7 +472,7 @@ def test_im2col_col2im_twins(impl, dtype, shape, k, stride, pad):
                                             ((2, 3, 3, 4), 2, 1), ((1, 5, 7, 4), 2, 2),
                                             ((2, 9, 8, 2), 3, 3)])
 def test_maxpool_twins(impl, shape, k, stride):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(impl, shape, k, stride))
     x = rng.standard_normal(shape).astype(np.float32)
     x[0, 0, 0, 0] = x[0, 0, 1, 0] = 9.0  # a tie: the first maximum wins
     oh, ow = (shape[1] - k) // stride + 1, (shape[2] - k) // stride + 1
@@ -546,9 +480,9 @@ def test_maxpool_twins(impl, shape, k, stride):
     for name in (impl, "reference"):
         y, arg = np.empty((shape[0], oh, ow, shape[3]), np.float32), np.empty(
             (shape[0], oh, ow, shape[3]), np.uint8)
-        kernels._call(name, "maxpool_forward", x, k, stride, y, arg)
+        kernels.resolve("cpu", name).maxpool_forward(x, k, stride, y, arg)
         gx = np.full(shape, np.nan, np.float32)
-        kernels._call(name, "maxpool_backward", np.ones_like(y), arg, k, stride, gx)
+        kernels.resolve("cpu", name).maxpool_backward(np.ones_like(y), arg, k, stride, gx)
         outs.append((y, arg, gx))
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)

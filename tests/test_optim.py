@@ -4,23 +4,21 @@ import math
 
 import numpy as np
 import pytest
+from xptrain import kernels
+from xptrain.builders import build_mlp
+from xptrain.kernels import blas
+from xptrain.optim import SGD, Adam, Schedule, make_optimizer
 
-import kernels
-from engine.model import build_mlp
-from kernels import blas
-from engine.optim import SGD, Adam, Schedule, make_optimizer
 
-
-@pytest.fixture(params=["fused", "reference"], autouse=True)
-def kernel_mode(request):
+@pytest.fixture(params=["fused", "reference"])
+def mode(request):
     """Every formula test runs on the fused update kernels and on the xp reference."""
-    kernels.set_mode(request.param)
-    yield request.param
-    kernels.set_mode("fused")
+    return request.param
 
 
-def setup(seed=0):
-    model = build_mlp(3, (4,), 2, "tanh", seed=seed, dtype=np.float64)
+def setup(mode, seed=0):
+    model = build_mlp(3, (4,), 2, "tanh", seed=seed, dtype=np.float64,
+                      ops=kernels.resolve("cpu", mode))
     rng = np.random.default_rng(seed)
     grads = [rng.standard_normal(model.n_params) for _ in range(4)]
     return model, grads
@@ -41,8 +39,8 @@ def decay_mask(model):
 
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0),
                                                   (0.9, True, 0.01), (0.5, False, 0.1)])
-def test_sgd_formula(momentum, nesterov, wd):
-    model, grads = setup()
+def test_sgd_formula(momentum, nesterov, wd, mode):
+    model, grads = setup(mode)
     p, v = model.params.copy(), np.zeros(model.n_params)
     mask, lrs = decay_mask(model), [0.1, 0.05, 0.02, 0.01]
     for g, lr in zip(grads, lrs):
@@ -54,8 +52,8 @@ def test_sgd_formula(momentum, nesterov, wd):
 
 
 @pytest.mark.parametrize("decoupled,wd", [(False, 0.0), (False, 0.01), (True, 0.05)])
-def test_adam_formula(decoupled, wd):
-    model, grads = setup(1)
+def test_adam_formula(decoupled, wd, mode):
+    model, grads = setup(mode, 1)
     b1, b2, eps = 0.9, 0.999, 1e-8
     p, m, v = model.params.copy(), np.zeros(model.n_params), np.zeros(model.n_params)
     mask, lrs = decay_mask(model), [1e-2, 2e-2, 5e-3, 1e-3]
@@ -71,8 +69,8 @@ def test_adam_formula(decoupled, wd):
     np.testing.assert_allclose(run(opt, model, grads, lrs), p, rtol=1e-6)
 
 
-def test_biases_never_decay():
-    model, _ = setup()
+def test_biases_never_decay(mode):
+    model, _ = setup(mode)
     before = model.params.copy()
     opt = make_optimizer("adamw", model, 0.1, weight_decay=0.5)
     model.grads[...] = 0
@@ -105,7 +103,7 @@ def test_schedules():
     (dict(name="rmsprop", lr=0.1), "optimizer must be one of sgd, adam, adamw, got 'rmsprop'"),
 ])
 def test_bad_hyperparameters_named(kwargs, message):
-    model, _ = setup()
+    model, _ = setup("fused")
     kwargs = dict(kwargs)
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -124,72 +122,63 @@ def test_bad_schedule_values():
 CAN_FOLD = blas.FOUND is not None  # the CPU GEMM twin exists (NumPy's OpenBLAS was found)
 
 
-def test_no_fold_without_a_gemm_twin(monkeypatch):
-    """Where the twin has no GEMM of its own the reference's passes would cost more than the
-    separate update: no fold."""
-    from kernels import cpu
-
-    monkeypatch.delattr(cpu, "gemm", raising=False)
-    monkeypatch.setattr(kernels, "_has", {})
-    model, _ = setup()
-    model.set_fold_min_size(1)
-    assert SGD(model).fold_factors(0.1) is None
-    monkeypatch.undo()
-    monkeypatch.setattr(kernels, "_has", {})
-    assert (SGD(model).fold_factors(0.1) is not None) == (CAN_FOLD and
-                                                          kernels.get_mode() == "fused")
+def test_no_fold_without_a_gemm_of_the_ops_own(mode):
+    """Where the ops have no GEMM of their own (the reference: np.matmul and passes for
+    alpha and beta) a fold would cost more than the separate update: none."""
+    model, _ = setup(mode)
+    opt = SGD(model, fold_min_size=1)
+    assert (opt.fold is not None) == (mode == "fused" and CAN_FOLD)
+    assert ("gemm" in model.ops.own) == (mode == "fused" and CAN_FOLD)
 
 
 def _batch(model, seed):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((6, model.n_in))
-    return x, rng.standard_normal((6, 2))
+    return rng.standard_normal((6, model.n_in)), rng.standard_normal((6, 2))
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.05])
-@pytest.mark.parametrize("fold_min", [0, 12])
-def test_sgd_folded_into_backward_is_the_same_step(kernel_mode, wd, fold_min):
-    """Plain SGD with fused kernels folds the weights' step into backward: the step equals
-    backward + the separate update (formula of test_sgd_formula), and the weight
-    gradients are not written."""
-    folded, _ = setup()
-    plain, _ = setup()
-    folded.set_fold_min_size(fold_min)  # both weights (0) or the first only (12)
-    opt_f, opt_p = SGD(folded, weight_decay=wd), SGD(plain, weight_decay=wd, fold=False)
+@pytest.mark.parametrize("fold_min", [1, 12, 13])
+@pytest.mark.parametrize("window", [False, True])
+def test_sgd_folded_into_backward_is_the_same_step(mode, wd, fold_min, window):
+    """Plain SGD folds the weights' step into their gradient products: the step equals
+    backward + the separate update (the formula of test_sgd_formula), and the folded
+    weights' gradients are not written. With a windowed first layer, the rows outside the
+    window only decay."""
+    from xptrain.builders import assemble, mlp_entries
+    from xptrain.model import Sequential
+
+    def model_():
+        layers = assemble(mlp_entries(3, (4,), 2, "tanh"), window)
+        return Sequential(layers, 3, np, 0, np.float64, kernels.resolve("cpu", mode))
+
+    folded, plain = model_(), model_()
+    opt_f = SGD(folded, weight_decay=wd, fold_min_size=fold_min)
+    opt_p = SGD(plain, weight_decay=wd, fold=False)
+    n = opt_f.fold.n_folded if opt_f.fold else 0
+    assert n == ({1: 12 + 8, 12: 12, 13: 0}[fold_min] if mode == "fused" and CAN_FOLD else 0)
     for step, lr in enumerate([0.1, 0.05, 0.02]):
         x, gy = _batch(folded, step)
-        fold = opt_f.fold_factors(lr)
-        assert (fold is not None) == (kernel_mode == "fused" and CAN_FOLD)
-        if fold is not None:
-            assert fold == (-lr, 1.0 - lr * wd)
-        folded.grads[:folded.n_folded] = 7.0  # must stay: gW is not written when folded
-        for model, opt, f in ((folded, opt_f, fold), (plain, opt_p, None)):
+        if window:
+            x[:, 0] = 0  # the first input column is zero: the window is [1, 3)
+        folded.grads[:n] = 7.0  # must stay: the folded weights' gradient is not written
+        for model, opt in ((folded, opt_f), (plain, opt_p)):
             model.forward(x, train=True)
-            model.backward(gy, f)
-            opt.step(lr, folded=f is not None)
+            opt.backward_step(gy.copy(), lr)
         np.testing.assert_allclose(folded.params, plain.params, rtol=1e-12, atol=1e-13)
-        n = folded.n_folded
-        assert n == (12 + 8 if fold_min == 0 else 12)  # W (3 x 4), W (4 x 2)
         np.testing.assert_allclose(folded.grads[n:], plain.grads[n:], rtol=1e-12, atol=1e-13)
-        if fold is not None:
-            assert (folded.grads[:n] == 7.0).all()
+        assert (folded.grads[:n] == 7.0).all()
+        assert opt_f.t == opt_p.t == step + 1
 
 
-def test_fold_only_where_it_is_the_same_formula(kernel_mode):
-    model, _ = setup()
-    assert model.n_folded == 0  # weights of 12 and 8 entries: below the size where it pays
-    model.set_fold_min_size(1)
-    # only with the fused kernels: the reference mode is the plain-xp specification
-    assert (SGD(model).fold_factors(0.1) is not None) == (kernel_mode == "fused" and CAN_FOLD)
-    assert SGD(model, momentum=0.9).fold_factors(0.1) is None  # momentum needs the gradient
-    assert SGD(model, fold=False).fold_factors(0.1) is None
-    assert Adam(model).fold_factors(0.1) is None
-    with pytest.raises(ValueError, match="Adam cannot fold"):
-        Adam(model).step(0.1, folded=True)
-    from engine.model import build_model
+def test_fold_only_where_it_is_the_same_formula():
+    model, _ = setup("fused")
+    assert SGD(model).fold is None  # weights of 12 and 8 entries: below the size where it pays
+    assert (SGD(model, fold_min_size=1).fold is not None) == CAN_FOLD
+    assert SGD(model, momentum=0.9, fold_min_size=1).fold is None  # needs the gradient
+    assert SGD(model, fold=False, fold_min_size=1).fold is None
+    from xptrain.builders import assemble, parse_entries
+    from xptrain.model import Sequential
 
-    cnn = build_model("conv4-pool-fc8", 16, (4, 4), (), 3, "relu", 0.0, np, 0)
-    cnn.set_fold_min_size(1)
-    assert cnn.n_folded == 0 and SGD(cnn).fold_factors(0.1) is None  # a conv weight first
-    with pytest.raises(ValueError, match="cannot fold"):
-        cnn.backward(np.zeros((1, 3), np.float32), (-0.1, 1.0))
+    cnn = Sequential(assemble(parse_entries("conv4-pool-fc8", (4, 4), 3)), 16)
+    # the flat buffer opens with the small conv weight: nothing to fold at the default size
+    assert SGD(cnn).fold is None

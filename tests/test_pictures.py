@@ -5,10 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-
-from engine.cli import main
-from engine.data import write_idx
-from engine.train import TrainConfig, Trainer
+from xptrain.cli import main
+from xptrain.data import write_idx
+from xptrain.train import TrainConfig, Trainer
 
 plt = pytest.importorskip("matplotlib", reason='needs the plot extra: pip install ".[plot]"')
 Image = pytest.importorskip("PIL.Image", reason='needs the plot extra: pip install ".[plot]"')
@@ -17,7 +16,7 @@ Image = pytest.importorskip("PIL.Image", reason='needs the plot extra: pip insta
 @pytest.fixture(scope="module")
 def run_dir(mnist, tmp_path_factory):
     """One quick real-MNIST run with a checkpoint, shared by the tests below."""
-    from engine.backend import select_backend
+    from xptrain.backend import select_backend
 
     out = tmp_path_factory.mktemp("run")
     t = Trainer(TrainConfig(epochs=2, hidden=(128,)), mnist, select_backend("cpu"), out,
@@ -101,7 +100,7 @@ def _idx_slice(mnist, tmp_path):
 
 
 def test_mnist_style_centres_and_inverts():
-    from engine.predict import mnist_style
+    from xptrain.predict import mnist_style
 
     img = np.ones((60, 90), np.float32)  # white page
     img[10:40, 60:70] = 0.0  # a dark vertical bar, off-centre

@@ -1,15 +1,16 @@
-"""Skipping the input columns that are zero in a whole batch: the per-row spans, the first
-Linear layer reading a column window, and the trainer's per-step windows. Each is checked
-against the same computation over every column."""
+"""Skipping the input columns that are zero in a whole batch: the column-window kernel, the
+windowed first layers and training with them, each checked against the same computation
+over every column."""
 
 import numpy as np
 import pytest
-
-import kernels
-from engine.data import Dataset, nonzero_spans
-from engine.layers import Linear
-from engine.model import Sequential
-from engine.train import TrainConfig, Trainer
+from kernel_cases import case_seed
+from xptrain import kernels
+from xptrain.data import Dataset
+from xptrain.layers import Dense, Linear, WindowedDense, WindowedLinear
+from xptrain.model import Sequential
+from xptrain.optim import SGD
+from xptrain.train import TrainConfig, Trainer
 
 
 def bordered_images(n, f, seed, blank_rows=3):
@@ -18,7 +19,7 @@ def bordered_images(n, f, seed, blank_rows=3):
     rng = np.random.default_rng(seed)
     x = np.zeros((n, f), np.uint8)
     for i in range(n):
-        lo = int(rng.integers(0, f // 2))
+        lo = int(rng.integers(0, max(f // 2, 1)))
         hi = int(rng.integers(lo + 1, f + 1))
         x[i, lo:hi] = rng.integers(0, 256, hi - lo)  # zeros inside the window too
         x[i, lo], x[i, hi - 1] = 1 + rng.integers(0, 255, 2)
@@ -34,90 +35,74 @@ def bordered_dataset(n_train=200, f=40, seed=0):
                    (5, 8))
 
 
-def test_nonzero_spans_per_row():
-    x = bordered_images(37, 23, seed=3)
-    lo, hi = nonzero_spans(x, chunk=5)  # rows across chunk boundaries
-    for i, row in enumerate(x):
-        cols = np.flatnonzero(row)
-        if cols.size:
-            assert (lo[i], hi[i]) == (cols[0], cols[-1] + 1)
-        else:
-            assert (lo[i], hi[i]) == (23, 0)  # empty: min/max over a batch ignores it
-    assert lo.dtype == hi.dtype == np.int32
+def _window_oracle(x):
+    cols = np.flatnonzero((x != 0).any(axis=0))
+    return (0, 0) if cols.size == 0 else (int(cols[0]), int(cols[-1]) + 1)
 
 
-def _linear(f, n_out, seed):
-    model = Sequential([Linear(f, n_out)], f, np, seed=seed, dtype=np.float64)
-    return model, model.layers[0]
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,f", [(1, 1), (1, 9), (7, 23), (128, 784), (33, 5)])
+def test_column_window_kernel(impl, dtype, n, f):
+    rng = np.random.default_rng(case_seed(impl, str(dtype), n, f))
+    x = bordered_images(n, f, int(rng.integers(1 << 30)), blank_rows=min(3, n)).astype(dtype)
+    assert kernels.column_window(x, impl=impl) == _window_oracle(x)
+    for lo, hi in ((0, f), (f - 1, f), (0, 1)):
+        x2 = np.zeros((n, f), dtype)
+        x2[n // 2, lo], x2[0, hi - 1] = -1.5, 2.0
+        assert kernels.column_window(x2, impl=impl) == _window_oracle(x2)
+    assert kernels.column_window(np.zeros((n, f), dtype), impl=impl) == (0, 0)
+    x3 = np.zeros((n, f), dtype)
+    x3[-1, f // 2] = np.nan  # NaN is nonzero: it must reach the product
+    assert kernels.column_window(x3, impl=impl) == (f // 2, f // 2 + 1)
 
 
 @pytest.mark.parametrize("mode", ["fused", "reference"])
-@pytest.mark.parametrize("window", [(3, 17), (0, 9), (12, 20), (5, 6), (0, 0)])
-@pytest.mark.parametrize("fold", [None, (-0.1, 1.0), (-0.1, 0.97)])
-def test_linear_window_matches_all_columns(mode, window, fold):
-    """Forward, the weight gradient (zero outside the window) or the folded update (decay
-    alone outside it) and the input gradient, against the same layer reading every column."""
-    kernels.set_mode(mode)
-    try:
-        rng = np.random.default_rng(7)
-        f, lo, hi = 20, *window
-        x = np.zeros((6, f))
-        x[:, lo:hi] = rng.standard_normal((6, hi - lo))
-        gy = rng.standard_normal((6, 4))
-        results = []
-        for cols in (None, window):
-            model, layer = _linear(f, 4, seed=1)
-            model.grads[:] = np.nan  # every gradient entry must be written
-            layer.fold = fold
-            y = layer.forward(x, True, cols).copy()
-            gx = layer.backward(gy, need_gx=True)
-            results.append((y, gx.copy(), model.params.copy(),
-                            model.grads[:f * 4].copy() if fold is None else None))
-        (y0, gx0, p0, g0), (y1, gx1, p1, g1) = results
-        np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(gx1, gx0, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(p1, p0, rtol=1e-12, atol=1e-12)
-        if fold is None:
-            np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-12)
-            assert not g1.reshape(f, 4)[:lo].any() and not g1.reshape(f, 4)[hi:].any()
-    finally:
-        kernels.set_mode("fused")
+@pytest.mark.parametrize("span", [(3, 17), (0, 9), (12, 20), (5, 6), (0, 0), (0, 20)])
+@pytest.mark.parametrize("windowed,plain", [(WindowedLinear, Linear), (WindowedDense, Dense)])
+def test_windowed_layer_matches_all_columns(mode, span, windowed, plain):
+    """Forward, the weight gradient (zero outside the window), the bias gradient and the
+    input gradient, against the same layer reading every column."""
+    lo, hi = span
+    rng = np.random.default_rng(case_seed(mode, span, plain.__name__))
+    x = np.zeros((6, 20))
+    x[:, lo:hi] = rng.standard_normal((6, hi - lo))
+    gy = rng.standard_normal((6, 4))
+    kw = {"activation": "tanh"} if plain is Dense else {}
+    out = []
+    for layer in (windowed(20, 4, **kw), plain(20, 4, **kw)):
+        model = Sequential([layer], 20, np, seed=1, dtype=np.float64,
+                           ops=kernels.resolve("cpu", mode))
+        model.params[...] = np.random.default_rng(2).standard_normal(model.n_params)
+        model.grads[...] = np.nan  # every gradient entry must be written
+        y = model.forward(x, train=True).copy()
+        gx = layer.backward(gy.copy(), need_gx=True, sink=model.sink)
+        out.append((y, gx.copy(), model.grads.copy()))
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_window_is_forgotten_by_a_forward_without_one():
-    model, layer = _linear(8, 3, seed=0)
-    layer.forward(np.zeros((2, 8)), True, (2, 5))
-    layer.forward(np.ones((2, 8)), True)
-    layer.backward(np.ones((2, 3)), need_gx=False)
+def test_the_window_follows_each_batch():
+    model = Sequential([WindowedLinear(8, 3)], 8, np, seed=0, dtype=np.float64)
+    layer = model.layers[0]
+    x = np.zeros((2, 8))
+    x[:, 2:5] = 1
+    model.forward(x, train=True)
+    assert layer.rows == (2, 5)
+    model.forward(np.ones((2, 8)), train=True)
+    assert layer.rows == (0, 8)
+    layer.backward(np.ones((2, 3)), need_gx=False, sink=model.sink)
     np.testing.assert_array_equal(model.grads[:24].reshape(8, 3), np.full((8, 3), 2.0))
 
 
-def test_trainer_windows_are_tight_and_cover_each_batch(cpu):
-    data = bordered_dataset()
-    t = Trainer(TrainConfig(epochs=1, batch_size=16, hidden=(8,), zero_columns="skip"), data,
-                cpu, log=lambda s: None)
-    order = t._prepare_epoch(0)
-    assert len(t.batch_cols) == t.steps_per_epoch == 13
-    skipped = 0
-    for s, cols in enumerate(t.batch_cols):
-        nz = np.flatnonzero(data.x_train[order[s * 16:(s + 1) * 16]].any(axis=0))
-        if cols is None:
-            assert (nz[0], nz[-1]) == (0, 39)
-        else:
-            skipped += 1
-            assert cols == (nz[0], nz[-1] + 1)
-    assert skipped  # the data has blank borders: some batches must have a window
-
-
-def test_an_all_zero_batch_gets_an_empty_window(cpu):
+def test_an_all_zero_batch_trains(cpu):
     data = bordered_dataset(n_train=20)
     data.x_train[:] = 0
     data.x_train[:4, 10] = 9  # rows 0-3 have one nonzero column; the rest are blank
-    t = Trainer(TrainConfig(epochs=1, batch_size=1, hidden=(8,), zero_columns="skip"), data,
-                cpu, log=lambda s: None)
-    order = t._prepare_epoch(0)
-    for s, cols in enumerate(t.batch_cols):
-        assert cols == ((10, 11) if order[s] < 4 else (0, 0))
+    t = Trainer(TrainConfig(epochs=1, batch_size=1, hidden=(8,), zero_columns="skip",
+                            optimizer="sgd", momentum=0.0, weight_decay=0.01), data, cpu,
+                log=lambda s: None)
+    assert type(t.model.layers[0]) is WindowedDense
     t.fit()  # trains through the empty windows
     assert np.isfinite(t.model.params).all()
 
@@ -133,11 +118,14 @@ def test_training_with_windows_matches_reading_every_column(cpu, optimizer, weig
                              momentum=0.0, lr=0.05, weight_decay=weight_decay,
                              activation="sigmoid", zero_columns=zc)
         t = Trainer(config, data, cpu, log=lambda s: None)
+        if optimizer == "sgd":  # fold the first weight (8 x 40 entries) too
+            t.optimizer = SGD(t.model, 0.0, False, weight_decay, fold_min_size=100)
+            assert t.optimizer.fold is not None and t.optimizer.fold.n_folded == 320
         t.fit()
         runs[zc] = t
     skip, read = runs["skip"], runs["read"]
-    assert skip._row_spans is not None and read._row_spans is None
-    assert any(cols is not None for cols in skip.batch_cols)
+    assert type(skip.model.layers[0]) is WindowedDense
+    assert type(read.model.layers[0]).__name__ == "Dense"
     np.testing.assert_allclose(skip.model.params, read.model.params, rtol=1e-4, atol=1e-5)
     assert skip.history[-1]["train_loss"] == pytest.approx(read.history[-1]["train_loss"],
                                                            rel=1e-4)
@@ -145,7 +133,7 @@ def test_training_with_windows_matches_reading_every_column(cpu, optimizer, weig
 
 def test_zero_columns_setting():
     assert TrainConfig().skips_zero_columns("cpu")
-    assert not TrainConfig().skips_zero_columns("cuda")  # auto: not measured on a GPU yet
+    assert not TrainConfig().skips_zero_columns("cuda")  # auto: a device read per step there
     assert TrainConfig(zero_columns="skip").skips_zero_columns("cuda")
     assert not TrainConfig(zero_columns="read").skips_zero_columns("cpu")
     with pytest.raises(ValueError, match="zero_columns must be one of auto, skip, read, "
@@ -157,7 +145,6 @@ def test_a_network_not_opening_with_a_linear_reads_every_column(cpu):
     data = bordered_dataset(n_train=40)
     t = Trainer(TrainConfig(epochs=1, batch_size=8, model="conv4-pool-fc8",
                             zero_columns="skip"), data, cpu, log=lambda s: None)
-    t._prepare_epoch(0)
-    assert t._row_spans is None and t.batch_cols == [None] * 5
+    assert not any("Windowed" in type(layer).__name__ for layer in t.model.layers)
     t.fit()
     assert np.isfinite(t.model.params).all()

@@ -1,21 +1,17 @@
-"""Fixtures for the pytest-benchmark suite: ``pytest bench/ --benchmark-only``.
+"""Fixtures for the pytest-benchmark suite: ``pytest tests/benchmarks --benchmark-enable``.
 
 Uses the real MNIST when ``XPTRAIN_DATA`` (or the cache) has it, else random MNIST-shaped
-data (the timings do not depend on the pixel values). CI runs this suite with
-``--benchmark-disable`` (each benchmark once, no statistics) so it cannot rot.
+data (the timings do not depend on the pixel values). The unit suite runs it with the
+benchmarks disabled (pyproject's ``--benchmark-disable``: each benchmark once, no
+statistics), so its checks run and it cannot rot.
 """
 
 import os
 
 import numpy as np
 import pytest
-
-from engine.backend import probe_cuda, select_backend
-from engine.data import DataError, Dataset, load_mnist
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a usable CUDA GPU")
+from xptrain.backend import probe_cuda, select_backend
+from xptrain.data import DataError, Dataset, load_mnist
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,8 @@ import os
 
 import numpy as np
 import pytest
-
-import kernels
-from tests.kernel_cases import TOL, arrange, make_labels, make_logits
+from kernel_cases import TOL, arrange, case_seed, make_labels, make_logits
+from xptrain import kernels
 
 pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
                                 reason="needs NUMBA_ENABLE_CUDASIM=1 set before Numba loads")
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
 @pytest.mark.parametrize("regime", ["normal", "huge", "equal", "nan_row"])
 def test_softmax_ce_matches_reference(dtype, shape, regime):
     x = make_logits(shape, dtype, regime, "fortran" if shape[0] == 5 else "c",
-                    seed=np.random.SeedSequence().entropy % 2**32)
+                    seed=case_seed(str(dtype), shape, regime))
     t = make_labels(shape[0], shape[1], 3)
     loss, g = kernels.softmax_cross_entropy(x, t, impl="numba-cuda")
     loss_r, g_r = kernels.softmax_cross_entropy(x, t, impl="reference")
@@ -45,7 +44,7 @@ def test_bad_label_gives_nan_row_not_oob():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (2, 3, 5)])
 def test_sigmoid_backward_matches_reference(dtype, shape):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(dtype, shape))
     y = rng.random(shape).astype(dtype)
     gy = rng.standard_normal(shape).astype(dtype)
     gx = kernels.sigmoid_backward(gy, y, impl="numba-cuda")
@@ -58,7 +57,7 @@ def test_sigmoid_backward_matches_reference(dtype, shape):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,with_bias", [((1, 1), True), ((7, 3), False), ((2, 3, 5), True)])
 def test_bias_activation_and_backward_match_reference(kind, dtype, shape, with_bias):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(kind, dtype, shape, with_bias))
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     x.reshape(-1)[0] = np.nan
     x.reshape(-1)[-1] = -np.inf  # relu gives 0, sigmoid 0, tanh -1
@@ -80,7 +79,7 @@ def test_bias_activation_and_backward_match_reference(kind, dtype, shape, with_b
 def test_activation_backward_in_place_on_strided_arrays(layout):
     """The GPU twins flatten their arrays: the dispatcher must hand them contiguous ones and
     copy the result back into a strided in-place target and bias_grad, not into a copy."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(layout))
     y = rng.random((6, 5)).astype(np.float32)
     gy0 = rng.standard_normal((6, 5)).astype(np.float32)
     gy = arrange(gy0.copy(), layout)
@@ -102,7 +101,7 @@ def test_bias_gradient_sum_keeps_an_infinity():
 
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, True, 1e-2)])
 def test_sgd_update(momentum, nesterov, wd):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(momentum, nesterov, wd))
     a = [rng.standard_normal(37).astype(np.float32) for _ in range(3)]
     b = [x.copy() for x in a]
     kernels.sgd_update(*a, 0.1, momentum, nesterov, wd, 20, impl="numba-cuda")
@@ -113,7 +112,7 @@ def test_sgd_update(momentum, nesterov, wd):
 
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_adam_update(decoupled):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed(decoupled))
     a = [rng.standard_normal(37) for _ in range(3)] + [rng.random(37)]
     b = [x.copy() for x in a]
     kernels.adam_update(*a, 1e-3, 5, weight_decay=1e-2, decoupled=decoupled, n_decay=11,
@@ -125,7 +124,7 @@ def test_adam_update(decoupled):
 
 
 def test_gather_rows():
-    x = (np.random.default_rng().random((9, 5)) * 255).astype(np.uint8)
+    x = (np.random.default_rng(case_seed("gather")).random((9, 5)) * 255).astype(np.uint8)
     idx = np.array([8, 0, 3, 9])
     out = kernels.gather_rows(x, idx, 0.5, impl="numba-cuda")
     np.testing.assert_allclose(out[:3], x[[8, 0, 3]] * np.float32(0.5))
@@ -135,7 +134,7 @@ def test_gather_rows():
 def test_gemm_on_numpy_arrays_runs_the_reference():
     """The numba-cuda twin's GEMM is cuBLAS (through CuPy); on the simulator's NumPy arrays it
     must give the reference's result, not fail."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed("gemm"))
     a, b, out = rng.random((5, 3)), rng.random((3, 4)), rng.random((5, 4))
     expected = 0.5 * out - 2.0 * (a @ b)
     kernels.gemm(a, b, out, -2.0, 0.5, impl="numba-cuda")
