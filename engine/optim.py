@@ -128,6 +128,10 @@ class FoldedSGD:
             self.n_folded = stop
         self.default = model.sink
         self.alpha = self.beta = None
+        t = model.dtype.type  # the rest of the buffer, and the decay among it
+        self.rest = (model.params[self.n_folded:], model.grads[self.n_folded:],
+                     model.params[:0], t(0), t(weight_decay),
+                     max(model.n_decay - self.n_folded, 0))
 
     def sink(self, lr):
         """This step's sink (see :mod:`.layers`)."""
@@ -148,12 +152,9 @@ class FoldedSGD:
 
     def update_rest(self, lr):
         """The update of ``params[n_folded:]`` (decay on the weights among them)."""
-        m, n = self.model, self.n_folded
-        p, g = m.params[n:], m.grads[n:]
+        p, g, v, zero, wd, n_decay = self.rest
         if p.size:
-            t = p.dtype.type
-            m.ops.sgd_update(p, g, p[:0], t(lr), t(0), False, t(self.weight_decay),
-                             max(m.n_decay - n, 0))
+            self.model.ops.sgd_update(p, g, v, p.dtype.type(lr), zero, False, wd, n_decay)
 
 
 class Adam(Optimizer):

@@ -38,15 +38,20 @@ SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True),
 
 
 def _candidates():
-    """Paths of BLAS libraries NumPy loaded (this process's maps), then ones in its wheel."""
+    """Paths of BLAS libraries NumPy loaded (this process's maps), then ones in its wheel.
+
+    Only NumPy's own folders count: SciPy's BLAS (``scipy/linalg/cython_blas``, the
+    ``scipy.libs`` OpenBLAS) may be loaded first, by scikit-learn say, and a product through
+    it beside NumPy's pool ran ~18x slower (an MNIST epoch 4.9 s against 0.27 s, measured)."""
     numpy_dir = os.path.dirname(np.__file__)
     site = os.path.dirname(numpy_dir)
+    own = tuple(os.path.join(d, "") for d in (numpy_dir, os.path.join(site, "numpy.libs")))
     paths = []
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.split(None, 5)[-1].strip()
-                if "blas" in os.path.basename(path) and path.startswith(site):
+                if "blas" in os.path.basename(path) and path.startswith(own):
                     paths.append(path)
     except OSError:  # not Linux
         pass

@@ -38,7 +38,12 @@ def _build():
     # CuPy orders work on its own stream; the per-launch host sync Numba adds by default
     # (NUMBA_CUDA_ARRAY_INTERFACE_SYNC=1) would stall the host every step.
     config.CUDA_ARRAY_INTERFACE_SYNC = False
+    _kernels.update(**_loss_and_activation_kernels(), **_update_and_gather_kernels(), cuda=cuda)
+    return _kernels
 
+
+def _loss_and_activation_kernels():
+    """The softmax-CE, activation and column-sum kernels (``cuda`` imported by _build)."""
     @cuda.jit
     def softmax_ce_fwd_bwd(x, t, row_loss, gx, inv_n):
         # inv_n arrives as a NumPy scalar of x's dtype, so float32 math stays float32.
@@ -105,6 +110,12 @@ def _build():
                 s += g[i, j]
             out[j] = s
 
+    return dict(softmax_ce=softmax_ce_fwd_bwd, bias_act=bias_act, act_bwd=act_bwd,
+                column_sum=column_sum)
+
+
+def _update_and_gather_kernels():
+    """The optimizer-update and gather kernels (``cuda`` imported by _build)."""
     @cuda.jit
     def sgd(p, g, v, lr, momentum, nesterov, wd, n_decay):
         start, stride = cuda.grid(1), cuda.gridsize(1)
@@ -143,9 +154,7 @@ def _build():
             else:
                 out[r, j] = x[row, j] * scale
 
-    _kernels.update(softmax_ce=softmax_ce_fwd_bwd, bias_act=bias_act, act_bwd=act_bwd,
-                    column_sum=column_sum, sgd=sgd, adam=adam, gather=gather, cuda=cuda)
-    return _kernels
+    return dict(sgd=sgd, adam=adam, gather=gather)
 
 
 def _launch_config(n_threads):

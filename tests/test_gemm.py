@@ -1,6 +1,9 @@
 """kernels.gemm: every CPU twin against a float64 product, over dtypes x shapes x layouts x
 (alpha, beta); its argument errors; and the BLAS it calls being NumPy's own."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from kernel_cases import arrange
@@ -127,3 +130,15 @@ def test_gemm_argument_errors():
     flat = np.zeros(30, np.float32)  # b and out: overlapping views of one buffer
     with pytest.raises(ValueError, match="out must not share memory"):
         kernels.gemm(square, flat[:12].reshape(3, 4), flat[9:21].reshape(3, 4))
+
+
+def test_numpys_own_blas_even_when_scipys_is_loaded_first():
+    """SciPy's BLAS loaded first (scikit-learn does) must not be taken for NumPy's: a product
+    through a second OpenBLAS pool beside NumPy's ran ~18x slower."""
+    pytest.importorskip("scipy.linalg")
+    code = ("import scipy.linalg, numpy, os; from xptrain.kernels import blas; "
+            "print(blas.FOUND is None or os.path.dirname(numpy.__file__) in blas.FOUND.path "
+            "or 'numpy.libs' in blas.FOUND.path)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip() == "True", proc.stderr
