@@ -46,6 +46,9 @@ class Flatten(Layer):
     def backward(self, gy, need_gx=True, sink=None):
         return gy.reshape(self.in_shape)
 
+    def spec(self):
+        return [{"type": "Flatten"}]
+
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation): W (k*k*c_in, c_out), b (c_out,)."""

@@ -1,0 +1,55 @@
+"""What each kept fusion buys: interleaved epochs of the benchmark model with one fusion
+removed at a time (same data, order and initial weights).
+
+``python -m xptrain.bench.fusions [--rounds N] [--threads N] [--data-dir DIR]``
+"""
+
+import argparse
+import json
+
+
+def runners(data, backend, model):
+    """name -> EngineRunner: all fusions, and each one removed."""
+    from ..layers import Activation, Linear, WindowedLinear
+    from ..model import Sequential
+    from ..optim import SGD
+    from .training import EngineRunner
+
+    out = {name: EngineRunner(data, backend, "fused", **model, **kw) for name, kw in (
+        ("all fusions", {}), ("no column window", {"zero_columns": "read"}),
+        ("no fold", {}), ("no bias+activation", {}))}
+    t = out["no fold"].trainer
+    t.optimizer = SGD(t.model, fold=False)
+    t = out["no bias+activation"].trainer
+    n_in, width = t.model.n_in, model["hidden"][0]
+    m = Sequential([WindowedLinear(n_in, width), Activation(model["activation"]),
+                    Linear(width, data.n_classes)], n_in, t.xp, ops=t.ops)
+    m.params[...] = t.model.params  # the same slots: weights, then biases
+    t.model, t.optimizer = m, SGD(m)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m xptrain.bench.fusions")
+    p.add_argument("--rounds", type=int, default=11)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir")
+    args = p.parse_args(argv)
+    from ..backend import select_backend
+    from ..data import load_mnist
+    from .harness import MODEL
+    from .timing import interleaved, set_threads, summary
+
+    set_threads(args.threads)
+    data = load_mnist(args.data_dir, download=False, progress=False)
+    rs = runners(data, select_backend("cpu"), MODEL)
+    times = interleaved({k: r.train_epoch for k, r in rs.items()}, args.rounds, warmup=1)
+    med = {k: summary(v)["median"] for k, v in times.items()}
+    rows = {k: {"epoch_seconds": round(v, 4), "vs_all": round(v / med["all fusions"], 3),
+                "test_accuracy": rs[k].accuracy()} for k, v in med.items()}
+    print(json.dumps({"model": MODEL, "threads": args.threads, "rounds": args.rounds,
+                      "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
