@@ -115,6 +115,7 @@ class SklearnRunner:
                                    solver="sgd", alpha=0.0, batch_size=batch_size,
                                    learning_rate_init=lr, momentum=momentum,
                                    nesterovs_momentum=False, shuffle=True, random_state=seed)
+        self._rng = np.random.default_rng(seed)  # rows for train_steps
         self.x = data.x_train.astype(np.float32) / np.float32(255)
         self.y = data.y_train
         self.x_test = data.x_test.astype(np.float32) / np.float32(255)
@@ -131,7 +132,7 @@ class SklearnRunner:
 
     def train_steps(self, n):
         # partial_fit is an epoch over what it is given: give it n batches' worth of rows.
-        rows = np.random.default_rng().integers(0, self.n_train, n * self.batch_size)
+        rows = self._rng.integers(0, self.n_train, n * self.batch_size)
         self.model.partial_fit(self.x[rows], self.y[rows])
 
     def infer(self):

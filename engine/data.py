@@ -52,23 +52,6 @@ def to_pixels(x):
     return out
 
 
-def nonzero_spans(x, chunk=4096):
-    """Per row of 2-D host ``x``: the first nonzero column and one past the last, as two
-    int32 arrays; an all-zero row gets the empty span (n_columns, 0).
-
-    A batch's span is the min / max over its rows; every column outside it is zero in the
-    whole batch, so a first Linear layer can skip those columns (MNIST at batch 128: 709 of
-    784 columns on average, the border of the digits)."""
-    n, f = x.shape
-    lo, hi = np.empty(n, np.int32), np.empty(n, np.int32)
-    for s in range(0, n, chunk):
-        nz = x[s:s + chunk] != 0
-        found = nz.any(axis=1)
-        lo[s:s + chunk] = np.where(found, nz.argmax(axis=1), f)
-        hi[s:s + chunk] = np.where(found, f - nz[:, ::-1].argmax(axis=1), 0)
-    return lo, hi
-
-
 class DataError(UserError, ValueError):
     """Missing, corrupt or inconsistent data; the message names the file and the problem."""
 

@@ -36,7 +36,6 @@ from ._checks import (
     get_array_module,
     is_cupy_array,
     rows_by_features,
-    windows,
 )
 from .ops import FUSED, MODES, OPS, TWINS, Ops, available, resolve
 

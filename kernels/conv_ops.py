@@ -5,8 +5,15 @@ The Numba twins index by the shapes checked here and check no bounds themselves.
 
 import numpy as np
 
-from ._checks import (check_float, check_out, check_shape, check_writeable, get_array_module,
-                      is_cupy_array, windows)
+from ._checks import (
+    check_float,
+    check_out,
+    check_shape,
+    check_writeable,
+    get_array_module,
+    is_cupy_array,
+    windows,
+)
 from .ops import resolve
 
 

@@ -4,8 +4,8 @@ A recording stand-in for CuPy collects every RawKernel source and ElementwiseKer
 twin builds for each dtype, activation and optimizer variant. A lint runs everywhere (CI
 too). Where NVRTC is installed (``pip install ".[cudasrc]"``, or a CUDA toolkit),
 every source is also compiled as CUDA C++; elsewhere that part skips, naming the library.
-An error in these strings would otherwise first show on a lent GPU, where the twin's first
-call would fail and the dispatcher mark the whole CuPy twin broken.
+An error in these strings would otherwise first show on a GPU, where the twin's first
+call would fail and that op fall back to the reference.
 """
 
 import ctypes

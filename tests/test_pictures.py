@@ -1,4 +1,4 @@
-"""Plots, predictions from image and IDX files, confidence bands (issue: seeing the model)."""
+"""Plots, predictions from image and IDX files, confidence bands."""
 
 import json
 import sys
