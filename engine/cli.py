@@ -155,6 +155,18 @@ def build_parser():
     pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     pr.add_argument("--json", action="store_true")
 
+    x = sub.add_parser("export", help="write a checkpoint's model as ONNX (onnx extra)")
+    x.add_argument("checkpoint")
+    x.add_argument("file", metavar="FILE.onnx")
+    x.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+
+    sv = sub.add_parser("serve", help="a drawing page and POST /predict for a checkpoint")
+    sv.add_argument("checkpoint")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=_non_negative_int, default=8000, help="default 8000")
+    sv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    sv.add_argument("--verbose", action="store_true", help="log every request on stderr")
+
     b = sub.add_parser("bench", help="throughput of every configuration beside PyTorch and "
                        "scikit-learn")
     b.add_argument("--device", choices=("auto", "cpu"), default="auto",
@@ -173,12 +185,13 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from .commands import cmd_bench, cmd_plot, cmd_predict
+    from .commands import cmd_bench, cmd_export, cmd_plot, cmd_predict, cmd_serve
     from .errors import UserError
     from .train import TrainingDiverged, TrainingInterrupted
 
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info,
-                "bench": cmd_bench, "plot": cmd_plot, "predict": cmd_predict}
+                "bench": cmd_bench, "plot": cmd_plot, "predict": cmd_predict,
+                "export": cmd_export, "serve": cmd_serve}
     try:
         return handlers[args.command](args) or 0
     except TrainingInterrupted as exc:

@@ -1,4 +1,5 @@
-"""The ``plot``, ``predict`` and ``bench`` subcommands (the parser lives in :mod:`.cli`)."""
+"""The ``plot``, ``predict``, ``export``, ``serve`` and ``bench`` subcommands (the parser
+lives in :mod:`.cli`)."""
 
 import json
 import os
@@ -55,4 +56,38 @@ def cmd_bench(args):
     from .bench import harness
 
     harness.run(args)
+    return 0
+
+
+def cmd_export(args):
+    from .export import export_checkpoint
+
+    info = export_checkpoint(args.checkpoint, args.file, args.opset)
+    shape = "x".join(map(str, info["input_shape"]))
+    print(f"{info['file']}: ONNX opset {info['opset']}, input {info['input']!r} float32 "
+          f"({shape}, pixels in [0, 1]), output {info['output']!r}")
+    return 0
+
+
+def cmd_serve(args):
+    from .backend import select_backend
+    from .evaluate import load_model
+    from .serve import make_server
+
+    try:
+        import PIL  # noqa: F401 - the page posts PNG images
+    except ImportError:
+        from .predict import ImageError
+
+        raise ImageError('serve needs Pillow: pip install "xptrain[plot]"') from None
+    model, meta = load_model(args.checkpoint, select_backend(args.device))
+    server = make_server(model, meta, args.host, args.port, args.verbose)
+    host, port = server.server_address[:2]
+    print(f"serving {args.checkpoint} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("xptrain: stopped", file=sys.stderr)
+    finally:
+        server.server_close()
     return 0

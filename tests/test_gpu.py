@@ -20,7 +20,8 @@ GPU_IMPLS = kernels.available("cuda")
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("layout", ["c", "fortran"])
 def test_softmax_ce_on_cupy(impl, dtype, shape, regime, layout):
-    x = make_logits(shape, dtype, regime, layout, seed=case_seed(impl, dtype, shape, regime, layout))
+    x = make_logits(shape, dtype, regime, layout,
+                    seed=case_seed(impl, dtype, shape, regime, layout))
     t = make_labels(shape[0], shape[1], 5)
     loss_ref, g_ref = kernels.softmax_cross_entropy(np.ascontiguousarray(x), t,
                                                     impl="reference")

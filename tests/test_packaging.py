@@ -36,7 +36,8 @@ def test_wheel_holds_xptrain_alone(wheel):
     assert packages == {"xptrain"}
     assert top_level.decode().split() == ["xptrain"]
     assert {"xptrain/__init__.py", "xptrain/kernels/__init__.py", "xptrain/bench/__init__.py",
-            "xptrain/__main__.py", "xptrain/kernels/cpu.py"} <= set(names)
+            "xptrain/__main__.py", "xptrain/kernels/cpu.py", "xptrain/static/index.html"} <= set(
+        names)
     tests = [n for n in names if Path(n).name.startswith(("test_", "conftest"))]
     assert tests == []
 
