@@ -184,3 +184,18 @@ def test_ctrl_c_stops_the_server_cleanly(trained):
         assert "stopped" in proc.stderr.read()
     finally:
         proc.kill()
+
+
+def test_one_keep_alive_connection_serves_many_requests(server, mnist):
+    """HTTP/1.1: a client's requests, good and bad, share one connection."""
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    body = json.dumps({"pixels": (mnist.x_test[0] / 255).tolist()}).encode()
+    statuses = []
+    for ctype, data in [("application/json", body), ("text/plain", b"x"),
+                        ("image/png", b"junk"), ("application/json", body)]:
+        conn.request("POST", "/predict", data, {"Content-Type": ctype})
+        resp = conn.getresponse()
+        resp.read()
+        statuses.append(resp.status)
+    assert statuses == [200, 415, 400, 200] and resp.version == 11
+    conn.close()
