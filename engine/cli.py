@@ -117,6 +117,8 @@ def _train_parser(sub):
     opt("--out", help="output folder for checkpoint.npz and history.json (default "
         "runs/<date-time>)")
     opt("--resume", metavar="CHECKPOINT", help="continue an interrupted or finished run")
+    opt("--workers", type=_positive_int, help="data-parallel ranks on this host: runs this "
+        "command under the mpi extra's mpiexec (the same as mpiexec -n N xptrain train ...)")
     opt("--no-download", action="store_true", help="never download data")
     opt("--quiet", action="store_true", help="print only the final summary")
     opt("--json", action="store_true", help="print one final JSON object on stdout (logs go "
@@ -184,7 +186,25 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    from . import parallel
+
+    try:
+        return _run(args, argv)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:  # a bug on one rank must end the job, not leave peers waiting
+        if parallel.current().size > 1:
+            import traceback
+
+            traceback.print_exc()
+            parallel.current().abort(1)
+        raise
+
+
+def _run(args, argv):
+    from . import parallel
     from .commands import cmd_bench, cmd_export, cmd_plot, cmd_predict, cmd_serve
     from .errors import UserError
     from .train import TrainingDiverged, TrainingInterrupted
@@ -192,10 +212,13 @@ def main(argv=None):
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info,
                 "bench": cmd_bench, "plot": cmd_plot, "predict": cmd_predict,
                 "export": cmd_export, "serve": cmd_serve}
+    if getattr(args, "workers", None) and args.workers > 1 and not parallel.launched_by_mpi():
+        return parallel.relaunch(args.workers, _without_workers(argv))
     try:
         return handlers[args.command](args) or 0
     except TrainingInterrupted as exc:
-        print(f"xptrain: {exc}", file=sys.stderr)
+        if parallel.current().rank == 0:  # every rank stopped at the same step
+            print(f"xptrain: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TrainingDiverged as exc:
         print(f"xptrain: error: {exc}", file=sys.stderr)
@@ -207,10 +230,24 @@ def main(argv=None):
                                                and exc.filename is None):
             raise
         print(f"xptrain: error: {exc}", file=sys.stderr)
+        if parallel.current().size > 1:  # the peers must not wait for this rank
+            parallel.current().abort(EXIT_USER)
         return EXIT_USER
     except KeyboardInterrupt:
         print("xptrain: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _without_workers(argv):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
 
 
 def _logger(args):
@@ -227,13 +264,15 @@ def given_options(args):
 
 
 def cmd_train(args):
+    from . import parallel
     from .backend import select_backend
     from .data import load_mnist
     from .evaluate import describe_model
     from .metrics import format_per_class
     from .train import TrainConfig, Trainer
 
-    log = _logger(args)
+    rank = parallel.group().rank if parallel.launched_by_mpi() else 0
+    log = _logger(args) if rank == 0 else (lambda msg: None)  # one voice: rank 0
     given = given_options(args)
     TrainConfig(**given).validate()  # a bad value fails before any data is read
     backend = select_backend(args.device, tf32=args.tf32)
@@ -241,7 +280,7 @@ def cmd_train(args):
     dataset = load_mnist(args.data_dir, download=not args.no_download,
                          progress=sys.stderr.isatty())
     log(f"data: {dataset.describe()}")
-    progress = sys.stderr.isatty() and not args.quiet
+    progress = sys.stderr.isatty() and not args.quiet and rank == 0
     start = time.perf_counter()
     if args.resume:
         trainer = Trainer.resume(args.resume, dataset, backend, args.out, overrides=given,
@@ -268,12 +307,12 @@ def cmd_train(args):
     log(f"test accuracy {summary['test_accuracy'] * 100:.2f}%  test loss {test_loss:.4f}  "
         f"train time {summary['seconds']:.1f}s  {summary['samples_per_second'] or 0:,.0f} "
         f"samples/s  checkpoint {trainer.checkpoint_path}")
-    if args.plots:
+    if args.plots and rank == 0:
         from .commands import write_plots
 
         paths = write_plots(trainer.model, history, dataset, args.plots)
         log(f"plots: {', '.join(str(p) for p in paths)}")
-    if args.json:
+    if args.json and rank == 0:
         print(json.dumps(summary))
     return 0
 
@@ -288,7 +327,10 @@ def _summary(trainer, history, test_loss, conf, wall):
             "seconds": seconds, "wall_seconds": wall,
             "samples_per_second": samples / seconds if seconds else None,
             "device": trainer.backend.name, "device_name": trainer.backend.device_name,
-            "kernels": trainer.ops.name,
+            "kernels": trainer.ops.name, "ranks": trainer.group.size,
+            "allreduce_seconds_per_step": (trainer.reduce.seconds / trainer.reduce.calls
+                                           if trainer.reduce and trainer.reduce.calls
+                                           else None),
             "per_class_accuracy": [float(a) for a in per_class_accuracy(conf)],
             "checkpoint": str(trainer.checkpoint_path) if trainer.checkpoint_path else None,
             "history": history}

@@ -211,7 +211,9 @@ class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability ``p`` and scale by
     1/(1-p), into this layer's own buffer; identity in evaluation. The mask is drawn from
     the ``seed`` of the step (the model derives it from the trainer's step key), so a resumed
-    run draws the same masks without replaying any."""
+    run draws the same masks without replaying any. ``seed`` may be ``(seed, (lo, total))``:
+    the input is rows ``lo...`` of a batch of ``total`` and gets those rows of the batch's
+    mask (the same masks for any number of data-parallel ranks)."""
 
     draws = True
 
@@ -225,7 +227,9 @@ class Dropout(Layer):
         if not train or self.p == 0:
             self.mask = None
             return x
-        u = self.xp.random.default_rng(seed).random(x.shape, dtype=x.dtype)
+        seed, (lo, total) = seed if isinstance(seed, tuple) else (seed, (0, x.shape[0]))
+        u = self.xp.random.default_rng(seed).random((total, *x.shape[1:]), dtype=x.dtype)
+        u = u[lo:lo + x.shape[0]]
         self.mask = (u >= x.dtype.type(self.p)) * x.dtype.type(1.0 / (1.0 - self.p))
         return self.xp.multiply(x, self.mask, out=self.buffer("y", x.shape, x.dtype))
 

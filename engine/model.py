@@ -79,20 +79,23 @@ class Sequential:
         """The array a layer holds for ``slot`` (an entry of :attr:`slots`)."""
         return getattr(self.layers[slot[1]], slot[2])
 
-    def forward(self, x, train=False, seed=()):
+    def forward(self, x, train=False, seed=(), rows=None):
         """Logits of ``x`` (N, n_in), of the model's dtype on its device.
 
         ``train=True``: dropout draws masks from the step key ``seed`` (a tuple of ints, the
         same tuple gives the same masks) and the logits returned are the last layer's
         buffer, overwritten by the next training forward. ``train=False``: a new array.
+        ``rows = (lo, total)``: ``x`` is rows ``lo...`` of a batch of ``total`` (one rank's
+        slice in data-parallel training): the masks are those rows of the whole batch's.
         """
         if (getattr(x, "ndim", 0) != 2 or x.shape[1] != self.n_in or x.dtype != self.dtype
                 or not x.flags.c_contiguous):
             raise ValueError(f"model input must be a C-contiguous {self.dtype} array of shape "
                              f"(N, {self.n_in}), got {getattr(x, 'dtype', type(x).__name__)} "
                              f"{tuple(getattr(x, 'shape', ()))}")
+        rows = rows or (0, x.shape[0])
         for i, layer in enumerate(self.layers):
-            x = layer.forward(x, train, _layer_seed(seed, i) if layer.draws else None)
+            x = layer.forward(x, train, (_layer_seed(seed, i), rows) if layer.draws else None)
         return x if train else x.copy()
 
     def backward(self, gy, sink=None):

@@ -177,11 +177,14 @@ class Adam(Optimizer):
                              self.model.n_decay)
 
 
-def make_optimizer(name, model, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
-    """Build an optimizer by name; ``lr`` is validated here, applied per step by the schedule."""
+def make_optimizer(name, model, lr, momentum=0.9, nesterov=False, weight_decay=0.0,
+                   fold=True):
+    """Build an optimizer by name; ``lr`` is validated here, applied per step by the
+    schedule. ``fold=False``: no update inside backward (data-parallel ranks must reduce
+    the gradients first)."""
     _check("lr", lr, 0.0, low_open=True)
     if name == "sgd":
-        return SGD(model, momentum, nesterov, weight_decay)
+        return SGD(model, momentum, nesterov, weight_decay, fold=fold)
     if name in ("adam", "adamw"):
         return Adam(model, weight_decay=weight_decay, decoupled=name == "adamw")
     raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")

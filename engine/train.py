@@ -6,7 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from . import checkpoint, kernels
+import numpy as np
+
+from . import checkpoint, kernels, parallel
 from .backend import is_out_of_memory, out_of_memory_error
 from .batches import Batches, DeviceData, LossTally
 from .builders import assemble, model_entries
@@ -37,13 +39,15 @@ class Trainer:
     """Trains a model (MLP or CNN) on a :class:`~xptrain.data.Dataset` with one
     :class:`~xptrain.backend.Backend` and the kernels ``config.kernels`` resolves to."""
 
-    def __init__(self, config, dataset, backend, out_dir=None, log=print, progress=False):
+    def __init__(self, config, dataset, backend, out_dir=None, log=print, progress=False,
+                 group=None):
         self.config, self.backend, self.xp = config.validate(), backend, backend.xp
         self.ops = kernels.resolve(backend.name, config.kernels)
+        self.group = group or parallel.group()  # data-parallel ranks (see .parallel)
         self.log, self.progress, self.dataset = log, progress, dataset
         self.out_dir = Path(out_dir) if out_dir else None
-        if self.out_dir:
-            self.out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after an epoch
+        if self.out_dir and self.group.rank == 0:  # rank 0 writes; fail now, not later
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         c = config
         try:
             self.data = DeviceData(dataset, backend, c.val_fraction, c.seed)
@@ -53,7 +57,8 @@ class Trainer:
             self.model = Sequential(layers, dataset.x_train.shape[1], self.xp, c.seed,
                                     ops=self.ops)
             self.optimizer = make_optimizer(c.optimizer, self.model, c.lr, c.momentum,
-                                            c.nesterov, c.weight_decay)
+                                            c.nesterov, c.weight_decay,
+                                            fold=self.group.size == 1)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise out_of_memory_error(exc, c.batch_size, "set-up") from exc
@@ -64,7 +69,11 @@ class Trainer:
                                  c.step_epochs * spe, c.gamma)
         self.loss_fn = SoftmaxCrossEntropy(self.xp, self.ops)
         self.epoch, self.step_in_epoch, self.partial_loss, self.history = 0, 0, 0.0, []
-        self._stop_requested, self._inputs = False, {}
+        self._stop_requested, self._stop_agreed, self._inputs = False, False, {}
+        self.reduce = None
+        if self.group.size > 1:
+            parallel.broadcast_parameters(self.model, self.group)
+            self.reduce = parallel.GradientReduce(self.model, self.group)
         self.compile_seconds = self.ops.compile()
 
     @property
@@ -74,15 +83,36 @@ class Trainer:
     def step(self, idx, labels, lr, key=()):
         """One training step on the rows ``idx`` (a device array) with labels ``labels``
         and learning rate ``lr``; ``key`` seeds its random draws. Returns the 0-d loss."""
+        if self.reduce is not None:
+            return self._parallel_step(idx, labels, lr, key)
+        logits = self.model.forward(self._gather(idx), train=True, seed=key)
+        loss, gy = self.loss_fn(logits, labels)
+        self.optimizer.backward_step(gy, lr)
+        return loss
+
+    def _gather(self, idx):
         n = idx.shape[0]
         xb = self._inputs.get(n)
         if xb is None:  # the reusable float32 batch buffer the gather writes
             xb = self._inputs[n] = self.xp.empty((n, self.data.x_train.shape[1]), "float32")
         self.ops.gather_rows(self.data.x_train, idx, PIXEL_SCALE, xb)
-        logits = self.model.forward(xb, train=True, seed=key)
-        loss, gy = self.loss_fn(logits, labels)
-        self.optimizer.backward_step(gy, lr)
-        return loss
+        return xb
+
+    def _parallel_step(self, idx, labels, lr, key):
+        """This rank's slice of the global batch, the gradients of all ranks reduced, the
+        same update on every rank (see :mod:`.parallel`)."""
+        total = idx.shape[0]
+        lo, hi = parallel.my_rows(total, self.group)
+        loss = 0.0
+        if hi > lo:
+            logits = self.model.forward(self._gather(idx[lo:hi]), train=True, seed=key,
+                                        rows=(lo, total))
+            loss_dev, gy = self.loss_fn(logits, labels[lo:hi])
+            self.model.backward(gy)
+            loss = float(loss_dev)
+        mean, self._stop_agreed = self.reduce(hi - lo, loss, self._stop_requested)
+        self.optimizer.step(lr)
+        return self.xp.asarray(mean, "float32")
 
     def train_epoch(self, epoch, bar=None):
         """Run epoch ``epoch`` from ``self.step_in_epoch``; return (mean train loss, seconds,
@@ -93,7 +123,7 @@ class Trainer:
         self.backend.synchronize()
         start = time.perf_counter()
         for s, idx, labels in steps:
-            if self._stop_requested:
+            if self._stop_agreed if self.reduce is not None else self._stop_requested:
                 self._interrupt(epoch, s, tally.total(first, s))
             lr = self.schedule(epoch * self.steps_per_epoch + s)
             tally.record(s, self.step(idx, labels, lr, b.step_key(epoch, s)))
@@ -106,16 +136,22 @@ class Trainer:
         return total / self.n_train, seconds, samples
 
     def evaluate(self, x, y):
-        """Mean loss and the confusion matrix (host) over ``x, y`` in chunks."""
+        """Mean loss and the confusion matrix (host) over ``x, y`` in chunks; sharded over
+        data-parallel ranks and reduced."""
         xp, n = self.xp, y.shape[0]
+        lo, hi = parallel.my_rows(n, self.group)
+        x, y = x[lo:hi], y[lo:hi]
         chunk = min(self.config.eval_batch, self.model.eval_rows)
-        loss_sum, preds = xp.zeros((), "float64"), xp.empty(n, "int64")
-        for s in range(0, n, chunk):
+        loss_sum, preds = xp.zeros((), "float64"), xp.empty(hi - lo, "int64")
+        for s in range(0, hi - lo, chunk):
             logits = self.model.forward(to_pixels(x[s:s + chunk]))
             loss_sum += self.loss_fn.summed(logits, y[s:s + chunk])
             preds[s:s + chunk] = logits.argmax(axis=1)
-        conf = confusion_counts(xp, y, preds, self.dataset.n_classes)
-        return float(loss_sum) / max(n, 1), self.backend.to_host(conf)
+        conf = self.backend.to_host(confusion_counts(xp, y, preds, self.dataset.n_classes))
+        if self.group.size > 1:
+            buf = self.group.allreduce(np.concatenate([[float(loss_sum)], conf.ravel()]))
+            return buf[0] / max(n, 1), buf[1:].astype(np.int64).reshape(conf.shape)
+        return float(loss_sum) / max(n, 1), conf
 
     def fit(self):
         """Train the remaining epochs; return the history (a list of per-epoch dicts)."""
@@ -183,8 +219,8 @@ class Trainer:
         from .resume import metadata
 
         path = path or self.checkpoint_path
-        if path is None:
-            return None
+        if path is None or self.group.rank != 0:  # one writer: rank 0
+            return path
         opt_arrays, opt_meta = self.optimizer.state_dict()
         checkpoint.save(path, self.model.state_dict(), opt_arrays, metadata(self, opt_meta))
         checkpoint.write_json(Path(path).parent / "history.json", self.history)

@@ -145,3 +145,19 @@ def _make_gemm_call(int_bits):
 
 gemm_call_64 = _make_gemm_call(64)
 gemm_call_32 = _make_gemm_call(32)
+
+
+def set_threads(n):
+    """Set the thread count of the BLAS NumPy loaded (OpenBLAS), even after it started:
+    environment variables only count before it is loaded. True if it was set."""
+    if FOUND is None:
+        return False
+    lib = ctypes.CDLL(FOUND.path)
+    for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int]
+            fn(int(n))
+            return True
+    return False

@@ -73,7 +73,8 @@ def test_bad_device_name():
 
 
 def test_cpu_path_imports_no_gpu_module(tmp_path):
-    """Train a step on the CPU in a fresh interpreter; neither CuPy nor numba.cuda loads."""
+    """Train on the CPU in a fresh interpreter outside MPI; neither CuPy, numba.cuda nor
+    mpi4py loads."""
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT / "tests")!r})
@@ -82,7 +83,7 @@ from xptrain import TrainConfig, Trainer, load_idx_folder, select_backend
 d = load_idx_folder(write_dataset({str(tmp_path / 'd')!r}, n_train=64, n_test=16))
 Trainer(TrainConfig(epochs=1, batch_size=32, hidden=(8,), activation="sigmoid"), d,
         select_backend("cpu"), log=lambda s: None).fit()
-gpu = [m for m in sys.modules if m.split(".")[0] in ("cupy", "cupyx", "numba_cuda")
+gpu = [m for m in sys.modules if m.split(".")[0] in ("cupy", "cupyx", "numba_cuda", "mpi4py")
        or m.startswith("numba.cuda")]
 print(json.dumps(gpu))
 """

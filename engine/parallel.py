@@ -1,0 +1,205 @@
+"""Data-parallel training over MPI (mpi4py; the ``mpi`` extra).
+
+``mpiexec -n N xptrain train ...`` runs N ranks. Every rank loads the data, builds the same
+model and walks the same global batches; each computes the gradient of its contiguous
+slice of a batch (a slice may be empty), and one all-reduce per step of one host buffer
+holding the summed gradients, the summed loss, the row count and a stop flag gives every
+rank the same mean gradient, so every rank applies the same update. Initial parameters
+are broadcast from rank 0 and verified. Outside MPI (no ``mpiexec`` in the environment)
+nothing here imports mpi4py.
+
+A peer that does not join a collective within ``XPTRAIN_PEER_TIMEOUT`` seconds (default
+300) ends the whole job with an error naming the waiting rank (a watchdog thread: the
+collectives themselves stay MPI's blocking ones, the fastest wait).
+"""
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+from .errors import UserError
+
+# variables the MPI launchers set in every rank's environment (MPICH's Hydra, Open MPI, PMIx)
+MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+INSTALL = 'data-parallel training needs mpi4py and an MPI: pip install "xptrain[mpi]"'
+
+
+def launched_by_mpi():
+    return any(name in os.environ for name in MPI_ENV)
+
+
+class Single:
+    """One process: every collective is the identity."""
+
+    rank, size, local_rank, local_size = 0, 1, 0, 1
+
+    def allreduce(self, buf):
+        return buf
+
+    def bcast(self, buf):
+        return buf
+
+    def allgather(self, value):
+        return [value]
+
+    def abort(self, code):
+        pass
+
+
+class MPIGroup:
+    """COMM_WORLD through mpi4py; collectives on host (NumPy) buffers, in place."""
+
+    def __init__(self, timeout=None):
+        try:
+            from mpi4py import MPI
+        except (ImportError, RuntimeError) as exc:  # RuntimeError: no MPI library found
+            raise UserError(f"{INSTALL} ({type(exc).__name__}: {exc})") from None
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
+        self.timeout = float(timeout or os.environ.get("XPTRAIN_PEER_TIMEOUT", 300))
+        self._deadline, self._watchdog = None, None
+
+    def allreduce(self, buf):
+        """Sum ``buf`` (contiguous NumPy) over the ranks, in place."""
+        with self._watch("all-reduce"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf
+
+    def bcast(self, buf):
+        """``buf`` from rank 0, in place."""
+        with self._watch("broadcast"):
+            self.comm.Bcast(buf, root=0)
+        return buf
+
+    def allgather(self, value):
+        with self._watch("all-gather"):
+            return self.comm.allgather(value)
+
+    def abort(self, code):
+        self.comm.Abort(code)
+
+    @contextlib.contextmanager
+    def _watch(self, what):
+        """The blocking collective (MPI's own fast wait) under a deadline: a watchdog
+        thread ends the job, naming this rank, if it has not returned in time."""
+        self._deadline = (time.monotonic() + self.timeout, what)
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch_loop, daemon=True)
+            self._watchdog.start()
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _watch_loop(self):
+        while True:
+            time.sleep(min(1.0, self.timeout / 10))
+            pending = self._deadline
+            if pending is not None and time.monotonic() > pending[0]:
+                print(f"xptrain: error: rank {self.rank} of {self.size}: a peer did not join "
+                      f"the {pending[1]} within {self.timeout:g} s (XPTRAIN_PEER_TIMEOUT); "
+                      "ending the job", file=sys.stderr, flush=True)
+                self.abort(1)
+
+
+_group = []
+
+
+def group():
+    """The process group: MPI when launched by mpiexec with more than one rank, else
+    :class:`Single`; made once."""
+    if not _group:
+        made = MPIGroup() if launched_by_mpi() else Single()
+        _group.append(made if made.size > 1 else Single())
+        if made.size > 1:
+            _share_cores(made)
+    return _group[0]
+
+
+def _share_cores(g):
+    """BLAS threads per rank so that the ranks of one host do not oversubscribe it."""
+    from .kernels import blas
+
+    blas.set_threads(max(1, (os.cpu_count() or 1) // g.local_size))
+
+
+def my_rows(n, g):
+    """The contiguous slice ``[lo, hi)`` of ``n`` rows that rank ``g.rank`` takes."""
+    chunk = -(-n // g.size)
+    lo = min(g.rank * chunk, n)
+    return lo, min(lo + chunk, n)
+
+
+def broadcast_parameters(model, g):
+    """Rank 0's parameters on every rank, checked by count and SHA-256."""
+    from .backend import to_host
+
+    host = np.ascontiguousarray(to_host(model.params))
+    g.bcast(host)
+    model.params[...] = model.xp.asarray(host)
+    mine = (int(host.size), hashlib.sha256(host.tobytes()).hexdigest())
+    seen = g.allgather(mine)
+    if any(s != seen[0] for s in seen):
+        raise RuntimeError(f"rank {g.rank}: parameters differ across ranks after the "
+                           f"broadcast: {seen}")
+
+
+class GradientReduce:
+    """The step's one all-reduce: [summed gradients, summed loss, rows, stop flag], in the
+    model's dtype (float32: half the bytes of float64, within float32 summation
+    tolerance of one rank's sums)."""
+
+    def __init__(self, model, g):
+        self.model, self.g = model, g
+        self.buf = np.zeros(model.n_params + 3, model.dtype)
+        self.seconds, self.calls = 0.0, 0  # spent in the all-reduce itself
+
+    def __call__(self, n_rows, mean_loss, stop):
+        """Turn this rank's mean gradient over ``n_rows`` rows into the global mean; return
+        (global mean loss, whether any rank asked to stop)."""
+        from .backend import to_host
+
+        m, n, buf = self.model, self.model.n_params, self.buf
+        grads = m.grads if m.xp is np else to_host(m.grads)  # MPI takes host buffers
+        np.multiply(grads, buf.dtype.type(n_rows), out=buf[:n])
+        buf[n:] = mean_loss * n_rows, n_rows, float(stop)
+        start = time.perf_counter()
+        self.g.allreduce(buf)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        total = buf[n + 1]
+        if m.xp is np:
+            np.divide(buf[:n], total, out=m.grads)
+        else:
+            m.grads[...] = m.xp.asarray(buf[:n] / total)
+        return float(buf[n]) / float(total), buf[n + 2] > 0
+
+
+def current():
+    """The group if one was made, else :class:`Single` (never imports mpi4py)."""
+    return _group[0] if _group else Single()
+
+
+def relaunch(n, argv):
+    """Run ``xptrain`` with ``argv`` under ``n`` ranks of the mpiexec beside this Python
+    (the ``mpi`` extra's) or on PATH; return its exit status."""
+    import shutil
+    import subprocess
+    import sys
+
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    mpiexec = here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+    if mpiexec is None:
+        raise UserError(f"--workers needs an mpiexec: {INSTALL}")
+    threads = str(max(1, (os.cpu_count() or 1) // n))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return subprocess.call([mpiexec, "-n", str(n), sys.executable, "-m", "xptrain", *argv],
+                           env=env)
