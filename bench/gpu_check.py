@@ -118,7 +118,7 @@ def throughput(data, batches=(128, 1024, 8192), repeats=5):
         r["config"] == "torch-eager-cuda" and r["batch"] == row["batch"]))
 
 
-STAGES = ("tests", "kernels", "training", "cnn", "throughput")
+STAGES = ("tests", "kernels", "training", "cnn", "throughput", "nccl")
 
 
 def main(argv=None):
@@ -142,7 +142,8 @@ def main(argv=None):
               "kernels": lambda: _kernels(results, backend),
               "training": lambda: _training(results, data),
               "cnn": lambda: _cnn(results, data),
-              "throughput": lambda: results.update(throughput=throughput(data))}
+              "throughput": lambda: results.update(throughput=throughput(data)),
+              "nccl": lambda: results.update(nccl=nccl_one_rank())}
     for name in args.only:
         start = time.perf_counter()
         try:  # one broken stage must not cost the device time of the others
@@ -223,3 +224,24 @@ def render(r):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def nccl_one_rank():
+    """A one-rank NCCL all-reduce through xptrain's NcclGroup (NCCL refuses two ranks on
+    one GPU): the communicator set-up and a queued all-reduce of a device buffer."""
+    import types
+
+    import cupy
+    from cupy.cuda import nccl
+
+    from ..parallel import NcclGroup
+
+    if not getattr(nccl, "available", False):
+        return {"available": False}
+    one = types.SimpleNamespace(rank=0, size=1, local_rank=0, local_size=1,
+                                comm=types.SimpleNamespace(bcast=lambda x, root=0: x))
+    group = NcclGroup(one, cupy, nccl)
+    buf = cupy.arange(1000, dtype=cupy.float32)
+    group.allreduce_device(buf)
+    cupy.cuda.get_current_stream().synchronize()
+    return {"available": True, "sum_unchanged": bool((buf.get() == np.arange(1000)).all())}

@@ -162,14 +162,15 @@ class GradientReduce:
         self.seconds, self.calls = 0.0, 0  # spent in the all-reduce itself
 
     def __call__(self, n_rows, mean_loss, stop):
-        """Turn this rank's mean gradient over ``n_rows`` rows into the global mean; return
-        (global mean loss, whether any rank asked to stop)."""
+        """Turn this rank's mean gradient over ``n_rows`` rows into the global mean
+        (``mean_loss``: its mean loss, a number or a 0-d array); return (the global mean
+        loss, whether any rank asked to stop)."""
         from .backend import to_host
 
         m, n, buf = self.model, self.model.n_params, self.buf
         grads = m.grads if m.xp is np else to_host(m.grads)  # MPI takes host buffers
         np.multiply(grads, buf.dtype.type(n_rows), out=buf[:n])
-        buf[n:] = mean_loss * n_rows, n_rows, float(stop)
+        buf[n:] = float(mean_loss) * n_rows, n_rows, float(stop)
         start = time.perf_counter()
         self.g.allreduce(buf)
         self.seconds += time.perf_counter() - start
@@ -203,3 +204,88 @@ def relaunch(n, argv):
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     return subprocess.call([mpiexec, "-n", str(n), sys.executable, "-m", "xptrain", *argv],
                            env=env)
+
+
+class NcclGroup:
+    """GPU ranks: the step's gradient buffer is summed by NCCL on the device, on CuPy's
+    current stream (no host sync); MPI carries only NCCL's unique id and small host values.
+    Each rank uses the GPU of its local rank. ``cupy`` and ``nccl`` are the modules (a
+    stand-in in tests)."""
+
+    def __init__(self, mpi_group, cupy, nccl):
+        self.mpi, self.cupy, self.nccl = mpi_group, cupy, nccl
+        self.rank, self.size = mpi_group.rank, mpi_group.size
+        self.local_rank, self.local_size = mpi_group.local_rank, mpi_group.local_size
+        cupy.cuda.Device(self.local_rank).use()  # before any allocation on this rank
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        uid = mpi_group.comm.bcast(uid, root=0)
+        self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+
+    def allreduce_device(self, buf):
+        """Sum the contiguous CuPy array ``buf`` over the ranks, in place, queued on the
+        current stream."""
+        dtype = {4: self.nccl.NCCL_FLOAT32, 8: self.nccl.NCCL_FLOAT64}[buf.itemsize]
+        stream = self.cupy.cuda.get_current_stream().ptr
+        self.comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, self.nccl.NCCL_SUM,
+                            stream)
+        return buf
+
+    def allreduce(self, buf):
+        return self.mpi.allreduce(buf)
+
+    def bcast(self, buf):
+        return self.mpi.bcast(buf)
+
+    def allgather(self, value):
+        return self.mpi.allgather(value)
+
+    def abort(self, code):
+        self.mpi.abort(code)
+
+
+def for_device(g, backend):
+    """The group a trainer on ``backend`` uses: on CUDA with several ranks, NCCL where
+    CuPy has it (else the host copies over MPI)."""
+    if g.size == 1 or backend.name != "cuda":
+        return g
+    from cupy.cuda import nccl
+
+    if not getattr(nccl, "available", False):
+        return g
+    return NcclGroup(g, backend.xp, nccl)
+
+
+class DeviceGradientReduce:
+    """:class:`GradientReduce` for device arrays with a device all-reduce (NCCL): the
+    buffer [gradients x rows, loss x rows, rows] stays on the device, and the stop flag
+    goes through a one-number host all-reduce, so a step reads nothing back."""
+
+    def __init__(self, model, g):
+        self.model, self.g = model, g
+        self.buf = model.xp.zeros(model.n_params + 2, model.dtype)
+        self.flag = np.zeros(1, np.float64)
+        self.seconds, self.calls = 0.0, 0  # time to queue the all-reduce (it is async)
+
+    def __call__(self, n_rows, loss, stop):
+        """``loss``: this rank's mean loss as a 0-d device array (or 0 without rows);
+        returns (the global mean loss as a 0-d device array, whether any rank stops)."""
+        m, n, buf, xp = self.model, self.model.n_params, self.buf, self.model.xp
+        xp.multiply(m.grads, m.dtype.type(n_rows), out=buf[:n])
+        buf[n] = loss * m.dtype.type(n_rows) if n_rows else 0
+        buf[n + 1] = n_rows
+        start = time.perf_counter()
+        self.g.allreduce_device(buf)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        xp.divide(buf[:n], buf[n + 1], out=m.grads)
+        self.flag[0] = float(stop)
+        self.g.allreduce(self.flag)
+        return buf[n] / buf[n + 1], self.flag[0] > 0
+
+
+def reducer(model, g):
+    """The step's all-reduce for ``model`` in group ``g``: on the device where the group
+    reduces device buffers (NCCL), else through a host buffer over MPI."""
+    if hasattr(g, "allreduce_device"):
+        return DeviceGradientReduce(model, g)
+    return GradientReduce(model, g)

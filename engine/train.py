@@ -43,7 +43,7 @@ class Trainer:
                  group=None):
         self.config, self.backend, self.xp = config.validate(), backend, backend.xp
         self.ops = kernels.resolve(backend.name, config.kernels)
-        self.group = group or parallel.group()  # data-parallel ranks (see .parallel)
+        self.group = parallel.for_device(group or parallel.group(), backend)  # .parallel
         self.log, self.progress, self.dataset = log, progress, dataset
         self.out_dir = Path(out_dir) if out_dir else None
         if self.out_dir and self.group.rank == 0:  # rank 0 writes; fail now, not later
@@ -73,7 +73,7 @@ class Trainer:
         self.reduce = None
         if self.group.size > 1:
             parallel.broadcast_parameters(self.model, self.group)
-            self.reduce = parallel.GradientReduce(self.model, self.group)
+            self.reduce = parallel.reducer(self.model, self.group)
         self.compile_seconds = self.ops.compile()
 
     @property
@@ -107,9 +107,10 @@ class Trainer:
         if hi > lo:
             logits = self.model.forward(self._gather(idx[lo:hi]), train=True, seed=key,
                                         rows=(lo, total))
-            loss_dev, gy = self.loss_fn(logits, labels[lo:hi])
+            loss, gy = self.loss_fn(logits, labels[lo:hi])
             self.model.backward(gy)
-            loss = float(loss_dev)
+        else:
+            self.model.grads[...] = 0  # no rows here: this rank adds nothing
         mean, self._stop_agreed = self.reduce(hi - lo, loss, self._stop_requested)
         self.optimizer.step(lr)
         return self.xp.asarray(mean, "float32")

@@ -206,3 +206,102 @@ def test_a_killed_rank_ends_the_job_within_seconds(tmp_path):
         assert code != 0 and time.monotonic() - start < 10
     finally:
         job.kill()
+
+
+STAND_IN = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from datasets import make_digits
+from xptrain import Dataset, TrainConfig, Trainer, parallel, select_backend
+from xptrain.backend import to_host
+
+
+class StandIn:
+    '''A device-reducing group (as NCCL is) whose "device" arrays are NumPy's, summed over
+    MPI: the step's control flow of the GPU path, without a GPU.'''
+
+    def __init__(self, g):
+        self.g, self.rank, self.size = g, g.rank, g.size
+        self.local_rank, self.local_size, self.device_calls = g.local_rank, g.local_size, 0
+
+    def allreduce_device(self, buf):
+        self.device_calls += 1
+        return self.g.allreduce(buf)
+
+    def __getattr__(self, name):
+        return getattr(self.g, name)
+
+
+x, y = make_digits(66 + 20, seed=4)
+x = x.reshape(len(x), -1)
+data = Dataset(x[:66], y[:66].astype(np.int64), x[66:], y[66:].astype(np.int64), "t", False)
+group = StandIn(parallel.group())
+t = Trainer(TrainConfig(**{config!r}), data, select_backend("cpu"), log=lambda s: None,
+            group=group)
+assert type(t.reduce).__name__ == "DeviceGradientReduce"
+out = []
+for epoch in range(2):
+    for s, idx, labels in t.batches.epoch(epoch):
+        t.step(idx, labels, t.config.lr, t.batches.step_key(epoch, s))
+        out.append(to_host(t.model.params).copy())
+assert group.device_calls == 6
+if t.group.rank == 0:
+    np.save({out!r}, np.array(out))
+"""
+
+
+def test_the_device_reduce_path_with_a_stand_in_communicator(tmp_path):
+    """The GPU ranks' step (one device buffer all-reduced, the stop flag on the host) with
+    NumPy standing in for the device: 2 ranks equal 1 rank after each step."""
+    config = dict(optimizer="adam", lr=2e-3, hidden=(12, 8), batch_size=32, dropout=0.3)
+    one = steps_of(tmp_path, config, 1)
+    script = tmp_path / "stand_in.py"
+    out = tmp_path / "stand_in.npy"
+    script.write_text(STAND_IN.format(tests=str(TESTS), config=config, out=str(out)))
+    proc = run([sys.executable, str(script)], 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(np.load(out), one, rtol=1e-5, atol=1e-6)
+
+
+NCCL_SETUP = """
+import json, sys, types
+from xptrain import parallel
+
+calls = []
+cuda = types.SimpleNamespace(
+    Device=lambda i: types.SimpleNamespace(use=lambda: calls.append(("device", i))),
+    get_current_stream=lambda: types.SimpleNamespace(ptr=4242))
+cupy = types.SimpleNamespace(cuda=cuda)
+
+
+class Communicator:
+    def __init__(self, size, uid, rank):
+        calls.append(("communicator", size, uid, rank))
+
+    def allReduce(self, *args):  # noqa: N802 - NCCL's name
+        calls.append(("allReduce",) + args)
+
+
+nccl = types.SimpleNamespace(get_unique_id=lambda: "uid-of-rank-0", NcclCommunicator=Communicator,
+                             NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0)
+g = parallel.NcclGroup(parallel.group(), cupy, nccl)
+buf = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1000 + g.rank), size=5, itemsize=4)
+g.allreduce_device(buf)
+print(json.dumps(calls))
+"""
+
+
+def test_nccl_group_exchanges_the_id_and_uses_the_local_gpu(tmp_path):
+    """The NCCL set-up with stand-ins for CuPy and NCCL: each rank selects the GPU of its
+    local rank first, every rank gets rank 0's unique id over MPI, and the all-reduce is
+    queued on the current stream with the buffer's pointer, size and dtype."""
+    script = tmp_path / "nccl.py"
+    script.write_text(NCCL_SETUP)
+    proc = run([sys.executable, str(script)], 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = sorted(json.loads(line) for line in proc.stdout.strip().splitlines())
+    for rank, calls in enumerate(seen):
+        assert calls[0] == ["device", rank]  # one host: local rank = rank
+        assert calls[1] == ["communicator", 2, "uid-of-rank-0", rank]
+        assert calls[2] == ["allReduce", 1000 + rank, 1000 + rank, 5, 7, 0, 4242]
