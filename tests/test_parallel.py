@@ -305,3 +305,30 @@ def test_nccl_group_exchanges_the_id_and_uses_the_local_gpu(tmp_path):
         assert calls[0] == ["device", rank]  # one host: local rank = rank
         assert calls[1] == ["communicator", 2, "uid-of-rank-0", rank]
         assert calls[2] == ["allReduce", 1000 + rank, 1000 + rank, 5, 7, 0, 4242]
+
+
+def test_ctrl_c_to_mpiexec_saves_one_checkpoint(tmp_path):
+    """SIGINT to mpiexec reaches every rank; they stop after the same step (the stop flag
+    rides in the step's all-reduce), rank 0 saves once, the job exits 130."""
+    from xptrain import checkpoint
+
+    _train(tmp_path, "prep", None, "--epochs", "1")
+    out = tmp_path / "stopped"
+    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "xptrain", "train",
+                            "--device", "cpu", "--data-dir", str(tmp_path / "data"),
+                            "--epochs", "2000", "--hidden", "24", "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "checkpoint.npz").exists():
+            assert time.monotonic() < deadline and job.poll() is None
+            time.sleep(0.2)
+        time.sleep(0.5)
+        job.send_signal(signal.SIGINT)
+        _, err = job.communicate(timeout=30)
+        assert job.returncode == 130, err[-2000:]
+        assert err.count("interrupted at epoch") == 1 and "--resume" in err
+        meta = checkpoint.load(out / "checkpoint.npz")[2]
+        assert f"epoch {meta['epoch'] + 1}, step {meta['step_in_epoch']}/" in err
+    finally:
+        job.kill()
