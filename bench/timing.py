@@ -31,7 +31,7 @@ def samples(fn, repeats=30, warmup=3, sync=None, inner=1):
 def interleaved(fns, rounds=5, warmup=1, sync=None):
     """Time each of ``fns`` (name -> callable) in turn, A B A B ..., after ``warmup`` rounds.
 
-    Interleaving spreads the noise of a shared machine over every contender alike.
+    Interleaving spreads the noise of a busy machine over every contender alike.
     Returns name -> list of seconds.
     """
     for _ in range(warmup):
