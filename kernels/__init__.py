@@ -34,10 +34,9 @@ from ._checks import (
     check_shape,
     check_writeable,
     get_array_module,
-    is_cupy_array,
     rows_by_features,
 )
-from .ops import FUSED, MODES, OPS, TWINS, Ops, available, resolve
+from .ops import FUSED, MODES, OPS, TWINS, Ops, available, for_array, resolve
 
 ACTIVATIONS = tuple(ACTIVATION_KINDS)  # ("sigmoid", "relu", "tanh")
 __all__ = ["softmax_cross_entropy", "bias_activation", "activation_backward",
@@ -45,10 +44,6 @@ __all__ = ["softmax_cross_entropy", "bias_activation", "activation_backward",
            "gather_rows", "gemm", "im2col", "col2im", "maxpool_forward", "maxpool_backward",
            "ACTIVATIONS", "FUSED", "MODES", "OPS", "TWINS", "Ops", "available", "resolve",
            "describe", "get_array_module"]
-
-
-def _ops(impl, like):
-    return resolve("cuda" if is_cupy_array(like) else "cpu", impl or "fused")
 
 
 def describe(device="cpu", mode="fused"):
@@ -86,7 +81,7 @@ def softmax_cross_entropy(logits, labels, out=None, row_loss=None, impl=None, ch
     row_loss = check_out("row_loss", row_loss, (n,), logits.dtype, logits)
     gx = xp.empty_like(logits) if out is None else out
     rows = xp.empty(n, logits.dtype) if row_loss is None else row_loss
-    total = _ops(impl, logits).softmax_cross_entropy_rows(logits, labels, rows, gx)
+    total = for_array(impl, logits).softmax_cross_entropy_rows(logits, labels, rows, gx)
     return reference.mean_loss(total, rows), gx
 
 
@@ -100,7 +95,7 @@ def bias_activation(x, b, activation, impl=None):
     x2 = rows_by_features("x", x)
     if b is not None:
         check_shape("b", b, (x2.shape[1],), x2.dtype)
-    _ops(impl, x).bias_activation(x2, b, activation)
+    for_array(impl, x).bias_activation(x2, b, activation)
     return x
 
 
@@ -132,7 +127,7 @@ def activation_backward(gy, y, activation, out=None, bias_grad=None, impl=None):
         check_writeable("bias_grad", bias_grad)
         if not bias_grad.flags.c_contiguous:
             gb_target, bias_grad = bias_grad, xp.empty_like(bias_grad)
-    _ops(impl, y).activation_backward(g2, y.reshape(g2.shape), activation, bias_grad)
+    for_array(impl, y).activation_backward(g2, y.reshape(g2.shape), activation, bias_grad)
     if gb_target is not None:
         gb_target[...] = bias_grad
     if target is not None:
@@ -151,7 +146,7 @@ def column_sum(g, out, impl=None):
     get_array_module(g, out)
     g = check_float("g", g, ndim=2)
     check_out("out", out, (g.shape[1],), g.dtype, g)
-    _ops(impl, g).column_sum(g, out)
+    for_array(impl, g).column_sum(g, out)
     return out
 
 
@@ -160,7 +155,7 @@ def column_window(x, impl=None):
     row (NaN is nonzero); ``(0, 0)`` for an all-zero ``x``. Python ints."""
     get_array_module(x)
     x = check_float("x", x, ndim=2)
-    return _ops(impl, x).column_window(x)
+    return for_array(impl, x).column_window(x)
 
 
 def _flat_buffers(names, arrays, written):
@@ -191,7 +186,7 @@ def sgd_update(p, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0, n_de
     t = _flat_buffers(("p", "g", "v")[:len(arrays)], arrays, ("p", "v")).type
     v = v if momentum else p[:0]
     n_decay = p.size if n_decay is None else int(n_decay)
-    _ops(impl, p).sgd_update(p, g, v, t(lr), t(momentum), bool(nesterov), t(weight_decay),
+    for_array(impl, p).sgd_update(p, g, v, t(lr), t(momentum), bool(nesterov), t(weight_decay),
                              n_decay)
 
 
@@ -206,7 +201,7 @@ def adam_update(p, g, m, v, lr, step, beta1=0.9, beta2=0.999, eps=1e-8, weight_d
     n_decay = p.size if n_decay is None else int(n_decay)
     scalars = reference.adam_scalars(dtype, lr, step, beta1, beta2, eps, weight_decay,
                                      decoupled)
-    _ops(impl, p).adam_update(p, g, m, v, *scalars, n_decay)
+    for_array(impl, p).adam_update(p, g, m, v, *scalars, n_decay)
 
 
 def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
@@ -228,7 +223,7 @@ def gather_rows(x, idx, scale=1.0, out=None, dtype=None, impl=None):
         x = xp.ascontiguousarray(x)
     if not idx.flags.c_contiguous:
         idx = xp.ascontiguousarray(idx)
-    _ops(impl, x).gather_rows(x, idx, out.dtype.type(scale), out)
+    for_array(impl, x).gather_rows(x, idx, out.dtype.type(scale), out)
     return out
 
 
@@ -253,7 +248,7 @@ def gemm(a, b, out, alpha=1.0, beta=0.0, impl=None):
         raise ValueError("gemm: out must not share memory with a or b")
     t = out.dtype.type
     empty = 0 in (*a.shape, b.shape[1])  # BLAS takes no zero sizes: the reference does
-    _ops("reference" if empty else impl, out).gemm(a, b, out, t(alpha), t(beta))
+    for_array("reference" if empty else impl, out).gemm(a, b, out, t(alpha), t(beta))
     return out
 
 

@@ -11,14 +11,9 @@ from ._checks import (
     check_shape,
     check_writeable,
     get_array_module,
-    is_cupy_array,
     windows,
 )
-from .ops import resolve
-
-
-def _ops(impl, like):
-    return resolve("cuda" if is_cupy_array(like) else "cpu", impl or "fused")
+from .ops import for_array
 
 
 def im2col(x, k, stride, pad, out=None, impl=None):
@@ -30,7 +25,7 @@ def im2col(x, k, stride, pad, out=None, impl=None):
     oh, ow = windows(h, w, k, stride, pad, "im2col")
     shape = (n, oh, ow, k, k, c)
     out = xp.empty(shape, x.dtype) if out is None else check_out("out", out, shape, x.dtype, x)
-    _ops(impl, x).im2col(x, k, stride, pad, out)
+    for_array(impl, x).im2col(x, k, stride, pad, out)
     return out
 
 
@@ -45,7 +40,7 @@ def col2im(gcols, k, stride, pad, out, impl=None):
     check_shape("gcols", gcols, (n, *windows(h, w, k, stride, pad, "col2im"), k, k, c),
                 gcols.dtype)
     check_out("out", out, out.shape, gcols.dtype, gcols)
-    _ops(impl, gcols).col2im(gcols, k, stride, pad, out)
+    for_array(impl, gcols).col2im(gcols, k, stride, pad, out)
     return out
 
 
@@ -62,7 +57,7 @@ def maxpool_forward(x, k, stride, y, arg, impl=None):
     check_shape("arg", arg, shape, np.uint8)
     check_writeable("y", y)
     check_writeable("arg", arg)
-    _ops(impl, x).maxpool_forward(x, k, stride, y, arg)
+    for_array(impl, x).maxpool_forward(x, k, stride, y, arg)
     return y
 
 
@@ -76,5 +71,5 @@ def maxpool_backward(gy, arg, k, stride, gx, impl=None):
     check_shape("gy", gy, (n, *windows(h, w, k, stride, 0, "max pool"), c), gx.dtype)
     check_shape("arg", arg, gy.shape, np.uint8)
     check_writeable("gx", gx)
-    _ops(impl, gy).maxpool_backward(gy, arg, k, stride, gx)
+    for_array(impl, gy).maxpool_backward(gy, arg, k, stride, gx)
     return gx

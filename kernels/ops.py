@@ -166,6 +166,13 @@ def resolve(device, mode="fused"):
     return _resolved[key]
 
 
+def for_array(impl, like):
+    """The :class:`Ops` of ``impl`` (None: "fused") on the device of the array ``like``."""
+    from ._checks import is_cupy_array
+
+    return resolve("cuda" if is_cupy_array(like) else "cpu", impl or "fused")
+
+
 def available(device):
     """Names of the twins that import and can run on ``device`` here."""
     return [name for name, (_, runs_on) in TWINS.items()
