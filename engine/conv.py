@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .init import draw_weight
-from .layers import BiasActivation, Layer
+from .layers import BiasActivation, Biased, Layer
 
 
 def out_size(size, k, stride, pad):
@@ -50,7 +50,7 @@ class Flatten(Layer):
         return [{"type": "Flatten"}]
 
 
-class Conv2D(Layer):
+class Conv2D(Biased):
     """2-D convolution (cross-correlation): W (k*k*c_in, c_out), b (c_out,)."""
 
     max_eval_rows = 500  # its column buffer holds k*k values per input value
@@ -85,14 +85,6 @@ class Conv2D(Layer):
         y = self.xp.matmul(self.cols, self.W,
                            out=self.buffer("y", (n * oh * ow, self.c_out), x.dtype))
         return self.add_bias(y).reshape(n, oh, ow, self.c_out)
-
-    def add_bias(self, y):
-        y += self.b
-        return y
-
-    def bias_backward(self, g2):
-        self.ops.column_sum(g2, self.gb)
-        return g2
 
     def backward(self, gy, need_gx=True, sink=None):
         n, oh, ow, _ = gy.shape

@@ -78,7 +78,20 @@ class GradientSink:
         gW[hi:] = 0
 
 
-class Linear(Layer):
+class Biased(Layer):
+    """A layer whose output gets a bias ``b`` over its last axis: ``y += b`` forward, the
+    bias gradient (column sums) backward. :class:`BiasActivation` replaces both."""
+
+    def add_bias(self, y):
+        y += self.b
+        return y
+
+    def bias_backward(self, g2):
+        self.ops.column_sum(g2, self.gb)
+        return g2
+
+
+class Linear(Biased):
     """y = x @ W + b with W (n_in, n_out), b (n_out,)."""
 
     def __init__(self, n_in, n_out, init="xavier"):
@@ -103,10 +116,6 @@ class Linear(Layer):
     def product(self, x, y):
         self.xp.matmul(x, self.W, out=y)
 
-    def add_bias(self, y):
-        y += self.b
-        return y
-
     def backward(self, gy, need_gx=True, sink=None):
         gy = self.bias_backward(gy)
         gx = None
@@ -115,10 +124,6 @@ class Linear(Layer):
                                 out=self.buffer("gx", (gy.shape[0], self.n_in), gy.dtype))
         self.weight_gradient(gy, sink)
         return gx
-
-    def bias_backward(self, gy):
-        self.ops.column_sum(gy, self.gb)
-        return gy
 
     def weight_gradient(self, gy, sink):
         sink(self.x.T, gy, self.W, self.gW)
