@@ -46,12 +46,13 @@ class Predictor:
 
     def predict(self, image):
         """image: (H, W) float32 in [0, 1] -> the response dict."""
+        from .backend import to_host
         from .metrics import softmax
 
         x = self.model.xp.asarray(image.reshape(1, -1).astype(np.float32))
         with self.lock:
             logits = self.model.forward(x)
-        probs = softmax(np.asarray(getattr(logits, "get", lambda: logits)(), np.float64))[0]
+        probs = softmax(to_host(logits).astype(np.float64))[0]
         order = np.argsort(-probs)[:3]
         return {"top": [{"class": int(c), "probability": float(probs[c])} for c in order],
                 "probabilities": [float(p) for p in probs],
