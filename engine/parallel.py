@@ -27,6 +27,7 @@ from .errors import UserError
 # variables the MPI launchers set in every rank's environment (MPICH's Hydra, Open MPI, PMIx)
 MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 INSTALL = 'data-parallel training needs mpi4py and an MPI: pip install "xptrain[mpi]"'
+ABORT_GRACE_S = 1.0  # for the launcher to forward the last lines before MPI_Abort
 
 
 def launched_by_mpi():
@@ -83,6 +84,13 @@ class MPIGroup:
             return self.comm.allgather(value)
 
     def abort(self, code):
+        """End every rank of the job. What this rank printed is flushed and given a moment
+        to pass through the launcher first: mpiexec's forwarder drops lines still in
+        flight when MPI_Abort tears the job down (seen with MPICH's hydra under load)."""
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
 
     @contextlib.contextmanager
