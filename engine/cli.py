@@ -69,7 +69,10 @@ TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                  "warmup": "warmup_epochs", "step_epochs": "step_epochs", "gamma": "gamma",
                  "model": "model", "hidden": "hidden", "activation": "activation",
                  "dropout": "dropout", "seed": "seed", "val_fraction": "val_fraction",
-                 "kernels": "kernels", "zero_columns": "zero_columns"}
+                 "kernels": "kernels", "zero_columns": "zero_columns", "augment": "augment",
+                 "translate": "translate", "rotate": "rotate", "scale": "scale",
+                 "shear": "shear", "elastic": "elastic", "label_smoothing": "label_smoothing"}
+AUGMENT_STRENGTHS = ("translate", "rotate", "scale", "shear", "elastic")
 
 
 def _train_parser(sub):
@@ -77,13 +80,19 @@ def _train_parser(sub):
     from .optim import OPTIMIZERS, SCHEDULES
     from .train import TrainConfig
 
+    from .recipes import RECIPES, describe
+
     d = TrainConfig()
     t = sub.add_parser("train", help="train an MLP or CNN on MNIST (or any MNIST-format IDX "
-                       "folder)", epilog="With --resume the run continues as the checkpoint "
-                       "configured it: --epochs extends it, --kernels and --zero-columns may "
+                       "folder)", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"recipes (--recipe; options given override them):\n"
+                       f"{describe()}\n\nWith --resume the run continues as the checkpoint "
+                       "configured it: --epochs extends it, --kernels and --zero-columns may\n"
                        "change, any other training option that differs is refused.")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     opt = t.add_argument
+    opt("--recipe", choices=tuple(RECIPES), help="a named set of the options below, chosen "
+        "by measurement (listed at the end); default: default")
     opt("--epochs", type=_positive_int, help=f"default {d.epochs}")
     opt("--batch-size", type=_positive_int, help=f"default {d.batch_size}")
     opt("--lr", type=_float(0, low_open=True), help=f"peak learning rate (default {d.lr})")
@@ -107,6 +116,9 @@ def _train_parser(sub):
     opt("--seed", type=_non_negative_int, help=f"default {d.seed}")
     opt("--val-fraction", type=_float(0, 1), help="hold out this fraction of the training "
         "set for validation")
+    _augment_options(opt, d)
+    opt("--label-smoothing", type=_float(0, 1), help="train against (1-eps) onehot + eps/C "
+        f"(default {d.label_smoothing})")
     opt("--kernels", choices=("fused", "reference"), help=f"default {d.kernels}")
     opt("--zero-columns", choices=ZERO_COLUMNS, help="skip the input columns that are zero in "
         "a whole batch in the first layer's products (same result, fewer FLOPs), or read "
@@ -125,6 +137,22 @@ def _train_parser(sub):
         "to stderr)")
     opt("--plots", metavar="DIR", help="write learning curves, confusion matrix, predictions, "
         "mistakes and first-layer weights as PNGs (plot extra)")
+
+
+def _augment_options(opt, d):
+    opt("--augment", action="store_const", const=True, help="warp each training batch on the "
+        "device: random translation, rotation, scale and shear (one bilinear affine warp "
+        "per image), elastic distortion with --elastic; never at evaluation")
+    opt("--translate", type=_float(0, 14), help=f"--augment: shift up to this many pixels "
+        f"(default {d.translate})")
+    opt("--rotate", type=_float(0, 90), help=f"--augment: rotate up to this many degrees "
+        f"(default {d.rotate}; 0 for data whose class depends on orientation)")
+    opt("--scale", type=_float(0, 1), help=f"--augment: zoom by up to this fraction "
+        f"(default {d.scale})")
+    opt("--shear", type=_float(0, 60), help=f"--augment: shear up to this many degrees "
+        f"(default {d.shear})")
+    opt("--elastic", type=_float(0, 10), help="--augment: elastic distortion, the standard "
+        f"deviation in pixels of a smooth random displacement (default {d.elastic}: off)")
 
 
 def _data_options(p):
@@ -258,9 +286,27 @@ def _logger(args):
 
 
 def given_options(args):
-    """The training options given on the command line, as TrainConfig fields."""
-    return {field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()
-            if getattr(args, dest) is not None}
+    """The training options given on the command line, as TrainConfig fields (with
+    ``recipe`` when one was named)."""
+    given = {field: getattr(args, dest) for dest, field in TRAIN_OPTIONS.items()
+             if getattr(args, dest) is not None}
+    if args.recipe is not None:
+        given["recipe"] = args.recipe
+    return given
+
+
+def run_options(given):
+    """The TrainConfig values of a new run: the recipe's, overridden by the options given.
+    Augmentation strengths without augmentation are refused (they would do nothing)."""
+    from .errors import ConfigError
+    from .recipes import recipe_values
+
+    values = {**recipe_values(given.get("recipe", "default")), **given}
+    idle = [f"--{name}" for name in AUGMENT_STRENGTHS if name in given]
+    if idle and not values.get("augment"):
+        raise ConfigError(f"{', '.join(idle)} set the augmentation's strength, but it is off: "
+                          "add --augment (or a recipe that augments)")
+    return values
 
 
 def cmd_train(args):
@@ -274,7 +320,8 @@ def cmd_train(args):
     rank = parallel.group().rank if parallel.launched_by_mpi() else 0
     log = _logger(args) if rank == 0 else (lambda msg: None)  # one voice: rank 0
     given = given_options(args)
-    TrainConfig(**given).validate()  # a bad value fails before any data is read
+    values = run_options(given)
+    TrainConfig(**values).validate()  # a bad value fails before any data is read
     backend = select_backend(args.device, tf32=args.tf32)
     log(f"device: {backend.describe()}")
     dataset = load_mnist(args.data_dir, download=not args.no_download,
@@ -289,7 +336,7 @@ def cmd_train(args):
             f"step {trainer.step_in_epoch}, to epoch {trainer.config.epochs}")
     else:
         out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-        trainer = Trainer(TrainConfig(**given), dataset, backend, out, log=log,
+        trainer = Trainer(TrainConfig(**values), dataset, backend, out, log=log,
                           progress=progress)
     if args.plots:
         from .plots import pyplot

@@ -6,6 +6,9 @@ from .errors import ConfigError
 from .kernels import MODES, TWINS
 
 ZERO_COLUMNS = ("auto", "skip", "read")  # see TrainConfig.skips_zero_columns
+# Augmentation strengths and their valid ranges [low, high) (see xptrain.augment).
+AUGMENT_RANGES = (("translate", 0, 14), ("rotate", 0, 90), ("scale", 0, 1), ("shear", 0, 60),
+                  ("elastic", 0, 10))
 # Fields a resumed run may change: they choose how the same steps are computed, not which.
 EXECUTION_FIELDS = ("kernels", "zero_columns", "eval_batch")
 
@@ -33,6 +36,14 @@ class TrainConfig:
     kernels: str = "fused"
     zero_columns: str = "auto"
     eval_batch: int = 5000
+    augment: bool = False
+    translate: float = 2.0
+    rotate: float = 12.0
+    scale: float = 0.1
+    shear: float = 8.0
+    elastic: float = 0.0
+    label_smoothing: float = 0.0
+    recipe: str = "default"
     extra: dict = field(default_factory=dict)
 
     def validate(self):
@@ -50,7 +61,13 @@ class TrainConfig:
                               f"got {self.warmup_epochs!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name, choices in (("zero_columns", ZERO_COLUMNS),
+        for name, low, high in AUGMENT_RANGES + (("label_smoothing", 0, 1),):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and low <= value < high):
+                raise ConfigError(f"{name} must be in [{low}, {high}), got {value!r}")
+        from .recipes import RECIPES
+
+        for name, choices in (("zero_columns", ZERO_COLUMNS), ("recipe", tuple(RECIPES)),
                               ("kernels", MODES + tuple(TWINS))):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, "

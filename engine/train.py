@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, kernels, parallel
+from .augment import Augment
 from .backend import is_out_of_memory, out_of_memory_error
 from .batches import Batches, DeviceData, LossTally
 from .builders import assemble, model_entries
@@ -67,7 +68,8 @@ class Trainer:
         spe = self.steps_per_epoch = self.batches.steps_per_epoch
         self.schedule = Schedule(c.lr, c.schedule, c.epochs * spe, round(c.warmup_epochs * spe),
                                  c.step_epochs * spe, c.gamma)
-        self.loss_fn = SoftmaxCrossEntropy(self.xp, self.ops)
+        self.loss_fn = SoftmaxCrossEntropy(self.xp, self.ops, c.label_smoothing)
+        self.augment = Augment.from_config(c, self.xp, self.ops, dataset.image_shape)
         self.epoch, self.step_in_epoch, self.partial_loss, self.history = 0, 0, 0.0, []
         self._stop_requested, self._stop_agreed, self._inputs = False, False, {}
         self.reduce = None
@@ -85,10 +87,15 @@ class Trainer:
         and learning rate ``lr``; ``key`` seeds its random draws. Returns the 0-d loss."""
         if self.reduce is not None:
             return self._parallel_step(idx, labels, lr, key)
-        logits = self.model.forward(self._gather(idx), train=True, seed=key)
+        logits = self.model.forward(self._inputs_of(idx, key), train=True, seed=key)
         loss, gy = self.loss_fn(logits, labels)
         self.optimizer.backward_step(gy, lr)
         return loss
+
+    def _inputs_of(self, idx, key, rows=None):
+        """The batch of rows ``idx``: gathered, scaled and, when on, augmented."""
+        xb = self._gather(idx)
+        return xb if self.augment is None else self.augment(xb, key, rows)
 
     def _gather(self, idx):
         n = idx.shape[0]
@@ -105,8 +112,8 @@ class Trainer:
         lo, hi = parallel.my_rows(total, self.group)
         loss = 0.0
         if hi > lo:
-            logits = self.model.forward(self._gather(idx[lo:hi]), train=True, seed=key,
-                                        rows=(lo, total))
+            logits = self.model.forward(self._inputs_of(idx[lo:hi], key, (lo, total)),
+                                        train=True, seed=key, rows=(lo, total))
             loss, gy = self.loss_fn(logits, labels[lo:hi])
             self.model.backward(gy)
         else:

@@ -12,6 +12,7 @@ checked on every call::
     gemm(a, b, out, alpha, beta)           # out = alpha a @ b + beta out (BLAS), in place
     column_window(x)                       # (lo, hi) outside which every column is zero
     im2col, col2im, maxpool_forward, maxpool_backward   # convolution helpers
+    affine_warp(x, theta, (h, w), flow)    # bilinear resampling per image (augmentation)
 
 Each op has named twins with one contract (:mod:`.reference`): ``reference`` (plain ``xp``,
 the specification), ``numba`` (``numba.njit``, NumPy arrays), ``numba-cuda`` and ``cupy``
@@ -42,6 +43,7 @@ ACTIVATIONS = tuple(ACTIVATION_KINDS)  # ("sigmoid", "relu", "tanh")
 __all__ = ["softmax_cross_entropy", "bias_activation", "activation_backward",
            "sigmoid_backward", "column_sum", "column_window", "sgd_update", "adam_update",
            "gather_rows", "gemm", "im2col", "col2im", "maxpool_forward", "maxpool_backward",
+           "affine_warp",
            "ACTIVATIONS", "FUSED", "MODES", "OPS", "TWINS", "Ops", "available", "resolve",
            "describe", "get_array_module"]
 
@@ -263,3 +265,4 @@ def _operand(name, a):
 
 
 from .conv_ops import col2im, im2col, maxpool_backward, maxpool_forward  # noqa: E402
+from .warp_ops import affine_warp  # noqa: E402

@@ -20,6 +20,7 @@ from . import blas, cpu_math, reference
 from ._checks import ACTIVATION_KINDS as _KINDS
 from ._checks import layout as blas_layout
 from .cpu_math import fast_exp
+from .cpu_warp import affine_warp  # noqa: F401 - this twin's op, in its own file
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -390,6 +391,8 @@ def compile_all(dtypes=(np.float32,)):
         _maxpool_fwd(img, 2, 2, pooled, arg)
         _maxpool_bwd(pooled, arg, 2, 2, img)
         column_window(x)
+        affine_warp(np.zeros((1, 16), dtype), np.zeros((1, 6), dtype), None, 4, 4,
+                    np.empty((1, 16), dtype))
         for src in (np.zeros((3, 3), np.uint8), x):
             gather_rows(src, np.zeros(2, np.int64), c, np.empty((2, src.shape[1]), dtype))
         if blas.FOUND is not None:  # a Linear layer's products, and a column window's

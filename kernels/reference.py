@@ -4,6 +4,8 @@ Each function takes NumPy or CuPy arrays that the dispatcher already validated a
 its results into the buffers it is given, so all implementations share one contract.
 """
 
+import numpy as np
+
 from ._checks import get_array_module
 
 
@@ -238,3 +240,39 @@ def maxpool_backward(gy, arg, k, stride, gx):
     for i in range(k):
         for j in range(k):
             gx[:, i:i + s * oh:s, j:j + s * ow:s, :] += gy * (arg == i * k + j)
+
+
+def affine_warp(x, theta, flow, h, w, out):
+    """Each image resampled (bilinear, 0 outside) at an affine map of the output grid.
+
+    x, out: (N, C*h*w) images, channels first, row-major; theta: (N, 6): output pixel
+    (row i, column j), centred as u = j - (w-1)/2, v = i - (h-1)/2, reads the input at column
+    ``t0 u + t1 v + t2 + (w-1)/2`` and row ``t3 u + t4 v + t5 + (h-1)/2``; flow: None, or
+    (N, 2, h*w) column and row offsets added to those coordinates (elastic distortion).
+    """
+    xp = get_array_module(x)
+    n, hw = x.shape[0], h * w
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    grid = xp.arange(hw, dtype=np.int64)
+    u = (grid % w).astype(x.dtype) - x.dtype.type(cx)
+    v = (grid // w).astype(x.dtype) - x.dtype.type(cy)
+    t = theta.astype(x.dtype)
+    sx = t[:, 0:1] * u + t[:, 1:2] * v + (t[:, 2:3] + x.dtype.type(cx))
+    sy = t[:, 3:4] * u + t[:, 4:5] * v + (t[:, 5:6] + x.dtype.type(cy))
+    if flow is not None:
+        sx += flow[:, 0]
+        sy += flow[:, 1]
+    x0, y0 = xp.floor(sx), xp.floor(sy)
+    fx, fy = sx - x0, sy - y0
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    planes = x.reshape(n, -1, hw)
+    acc = xp.zeros(planes.shape, x.dtype)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            idx = xp.clip(yi, 0, h - 1) * w + xp.clip(xi, 0, w - 1)
+            weight = xp.where(inside, wx * wy, x.dtype.type(0))
+            src = xp.take_along_axis(planes, xp.broadcast_to(idx[:, None], planes.shape), 2)
+            acc += weight[:, None] * src
+    out[...] = acc.reshape(n, -1)

@@ -1,0 +1,46 @@
+"""Named training recipes: ``xptrain train --recipe NAME``.
+
+A recipe is a set of :class:`~xptrain.config.TrainConfig` values chosen by measurement on
+real MNIST; options given on the command line override them. Each recipe's ``measured``
+line is what ``--help`` and the README show.
+"""
+
+from .errors import ConfigError
+
+RECIPES = {
+    "default": {
+        "values": {},
+        "about": "784-512-10 ReLU MLP, Adam, cosine, 10 epochs (the TrainConfig defaults)",
+        "measured": "98.2% test accuracy in about 10 s of training",
+    },
+    "mlp-best": {
+        "values": {"model": "mlp", "hidden": (1024, 1024), "activation": "relu",
+                   "dropout": 0.2, "augment": True, "epochs": 30, "optimizer": "adam",
+                   "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 1.0,
+                   "label_smoothing": 0.1},
+        "about": "784-1024-1024-10 ReLU MLP, dropout 0.2, augmentation, label smoothing 0.1, "
+                 "Adam 1e-3, cosine with 1 warm-up epoch, 30 epochs",
+        "measured": "not yet measured",
+    },
+    "cnn-best": {
+        "values": {"model": "conv32-pool-conv64-pool-fc256-drop0.4", "activation": "relu",
+                   "augment": True, "epochs": 25, "optimizer": "adam", "lr": 2e-3,
+                   "schedule": "cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1},
+        "about": "conv32-pool-conv64-pool-fc256-drop0.4, augmentation, label smoothing 0.1, "
+                 "Adam 2e-3, cosine with 1 warm-up epoch, 25 epochs",
+        "measured": "not yet measured",
+    },
+}
+
+
+def recipe_values(name):
+    """The TrainConfig values of recipe ``name`` (with ``recipe`` itself)."""
+    if name not in RECIPES:
+        raise ConfigError(f"recipe must be one of {', '.join(RECIPES)}, got {name!r}")
+    return {**RECIPES[name]["values"], "recipe": name}
+
+
+def describe():
+    """The recipes, one paragraph each, for ``--help``."""
+    return "\n".join(f"  {name}: {r['about']}; measured: {r['measured']}"
+                     for name, r in RECIPES.items())
