@@ -78,9 +78,8 @@ AUGMENT_STRENGTHS = ("translate", "rotate", "scale", "shear", "elastic")
 def _train_parser(sub):
     from .config import ZERO_COLUMNS
     from .optim import OPTIMIZERS, SCHEDULES
-    from .train import TrainConfig
-
     from .recipes import RECIPES, describe
+    from .train import TrainConfig
 
     d = TrainConfig()
     t = sub.add_parser("train", help="train an MLP or CNN on MNIST (or any MNIST-format IDX "
@@ -167,8 +166,10 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint on the test set")
-    e.add_argument("checkpoint")
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint, or an ensemble of several, on "
+                       "the test set")
+    e.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT", help="one checkpoint, or "
+                   "several: an ensemble that averages their probabilities")
     _data_options(e)
     e.add_argument("--json", action="store_true")
 
@@ -182,6 +183,9 @@ def build_parser():
     pr = sub.add_parser("predict", help="top-3 classes for PNG/JPEG images or IDX files")
     pr.add_argument("checkpoint")
     pr.add_argument("files", nargs="+", metavar="FILE")
+    pr.add_argument("--ensemble", action="append", default=[], metavar="CHECKPOINT",
+                    help="another checkpoint whose probabilities are averaged with the first's "
+                    "(repeat for more members)")
     pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     pr.add_argument("--json", action="store_true")
 
@@ -392,7 +396,13 @@ def cmd_evaluate(args):
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.checkpoint}: {result['model']} on {result['device']}")
+    if len(args.checkpoint) == 1:
+        print(f"{args.checkpoint[0]}: {result['model']} on {result['device']}")
+    else:
+        print(f"ensemble of {len(args.checkpoint)} on {result['device']} (mean probability):")
+        for m in result["members"]:
+            print(f"  {m['checkpoint']}: test accuracy {m['test_accuracy'] * 100:.2f}%  "
+                  f"test loss {m['test_loss']:.4f}")
     print(format_per_class(conf))
     print(format_bands(result["confidence_bands"]))
     print(f"test accuracy {result['test_accuracy'] * 100:.2f}%  test loss "

@@ -32,13 +32,12 @@ def cmd_plot(args):
 
 def cmd_predict(args):
     from .backend import select_backend
-    from .evaluate import load_model
+    from .ensemble import load_ensemble
     from .predict import predict_files
 
-    model, meta = load_model(args.checkpoint, select_backend(args.device))
-    shape = tuple(meta.get("image_shape", (28, 28)))
+    ens = load_ensemble([args.checkpoint, *args.ensemble], select_backend(args.device))
     failed, results = 0, []
-    for name, top, error in predict_files(model, args.files, shape):
+    for name, top, error in predict_files(ens, args.files, ens.image_shape):
         if error:
             failed += 1
             print(f"xptrain: error: {error}", file=sys.stderr)

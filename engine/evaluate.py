@@ -1,12 +1,13 @@
 """Evaluate a saved checkpoint on a data set's test split."""
 
+import os
+
 import numpy as np
 
-from . import checkpoint, kernels
+from . import checkpoint
 from .backend import select_backend, to_host
 from .builders import from_spec
 from .data import load_mnist, to_pixels
-from .losses import SoftmaxCrossEntropy
 from .metrics import accuracy, confusion_counts, per_class_accuracy, softmax
 
 
@@ -30,25 +31,47 @@ def predict_logits(model, x, chunk=None):
     return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
 
-def evaluate_checkpoint(path, device="auto", data_dir=None, download=True):
-    """Test loss, accuracy and per-class accuracy of a checkpoint; returns (dict, confusion)."""
+def evaluate_checkpoint(paths, device="auto", data_dir=None, download=True):
+    """Test loss, accuracy and per-class accuracy of a checkpoint, or of an ensemble of
+    several (their probabilities averaged, :mod:`.ensemble`); returns (dict, confusion)."""
+    from .ensemble import load_ensemble
+
+    paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
     backend = select_backend(device)
-    model, meta = load_model(path, backend)
+    ens = load_ensemble(paths, backend)
     data = load_mnist(data_dir, download=download, progress=False)
-    if data.x_test.shape[1] != model.n_in:
-        raise checkpoint.CheckpointError(f"{path}: model takes {model.n_in} inputs but the "
+    if data.x_test.shape[1] != ens.n_in:
+        raise checkpoint.CheckpointError(f"{paths[0]}: model takes {ens.n_in} inputs but the "
                                          f"data has {data.x_test.shape[1]} pixels per image")
-    # The forward runs on the device; the 10,000 x 10 logits come back once and the
-    # metrics are computed on the host (no second upload).
-    logits, labels = predict_logits(model, data.x_test), data.y_test
-    loss_sum = SoftmaxCrossEntropy(np, kernels.resolve("cpu")).summed(logits, labels)
-    conf = confusion_counts(np, labels, logits.argmax(axis=1), logits.shape[1])
-    result = {"checkpoint": str(path), "device": backend.name, "n_samples": int(len(labels)),
-              "confidence_bands": confidence_bands(logits, labels),
-              "test_accuracy": accuracy(conf), "test_loss": float(loss_sum) / len(labels),
+    if data.n_classes > ens.n_classes:
+        raise checkpoint.CheckpointError(f"{paths[0]}: model predicts {ens.n_classes} classes "
+                                         f"but the data has {data.n_classes}")
+    # The forwards run on the device; each member's 10,000 x C logits come back once and
+    # the metrics are computed on the host in float64.
+    labels, members = data.y_test, ens.member_log_probs(data.x_test)
+    logp = ens.log_probs(None, members) if len(ens) > 1 else members[0]
+    conf, loss = _scores(logp, labels)
+    result = {"checkpoint": paths[0] if len(paths) == 1 else paths, "device": backend.name,
+              "n_samples": int(len(labels)), "confidence_bands": confidence_bands(logp, labels),
+              "test_accuracy": accuracy(conf), "test_loss": loss,
               "per_class_accuracy": [float(a) for a in per_class_accuracy(conf)],
-              "model": describe_model(meta["model"]), "epoch": meta.get("epoch")}
+              "model": "; ".join(describe_model(m["model"]) for m in ens.metas),
+              "epoch": ens.metas[0].get("epoch")}
+    if len(ens) > 1:
+        result["members"] = [dict(zip(("test_accuracy", "test_loss"), _member(lp, labels)),
+                                  checkpoint=p) for lp, p in zip(members, paths)]
     return result, conf
+
+
+def _scores(logp, labels):
+    """(confusion counts, mean negative log-likelihood) of log-probabilities ``logp``."""
+    conf = confusion_counts(np, labels, logp.argmax(axis=1), logp.shape[1])
+    return conf, float(-logp[np.arange(len(labels)), labels].mean()) if len(labels) else 0.0
+
+
+def _member(logp, labels):
+    conf, loss = _scores(logp, labels)
+    return accuracy(conf), loss
 
 
 def describe_model(spec):
@@ -70,7 +93,8 @@ BANDS = (("> 99%", 0.99, 1.01), ("90-99%", 0.90, 0.99), ("< 90%", 0.0, 0.90))
 
 
 def confidence_bands(logits, labels):
-    """Share of predictions per confidence band and the accuracy inside each band."""
+    """Share of predictions per confidence band and the accuracy inside each band
+    (``logits``: or log-probabilities, whose softmax is the probabilities themselves)."""
     probs = softmax(np.asarray(logits, np.float64))
     conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
     rows = []

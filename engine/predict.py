@@ -11,7 +11,6 @@ import numpy as np
 
 from .data import DataError, read_idx, to_pixels
 from .errors import UserError
-from .metrics import softmax
 
 IDX_MAGIC = b"\x00\x00"
 
@@ -96,16 +95,18 @@ def top_k(probs, k=3):
 
 
 def predict_files(model, paths, image_shape=(28, 28), k=3):
-    """Yield (file name, top-k list or None, error or None) for every input in ``paths``."""
-    from .evaluate import predict_logits
+    """Yield (file name, top-k list or None, error or None) for every input in ``paths``;
+    ``model``: a model or an :class:`~xptrain.ensemble.Ensemble`."""
+    from .ensemble import Ensemble
 
+    if not isinstance(model, Ensemble):
+        model = Ensemble([model], [{"image_shape": image_shape}], ["model"])
     for path in paths:
         try:
             names, images = load_inputs(path, image_shape)
         except ImageError as exc:
             yield str(path), None, str(exc)
             continue
-        probs = softmax(predict_logits(model, images.reshape(len(images), -1)).astype(
-            np.float64))
+        probs = model.probabilities(images.reshape(len(images), -1))
         for name, p in zip(names, probs):
             yield name, top_k(p, k), None

@@ -187,3 +187,24 @@ def test_hand_worked_example():
     dz1 = 2 * d0 * h1 * (1 - h1)
     np.testing.assert_allclose(grads["0.W"], [[dz1, 0], [2 * dz1, 0]], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(grads["0.b"], [dz1, 0], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["reference", "fused"])
+@pytest.mark.parametrize("eps", [0.1, 0.35])
+def test_label_smoothing_loss_and_gradient(mode, eps):
+    """The smoothed loss equals -sum_k q_k log p_k with q = (1-eps) onehot + eps/C, and its
+    gradient matches finite differences; evaluation's summed loss stays plain."""
+    rng = np.random.default_rng(int(eps * 100) + len(mode))
+    z, t = rng.standard_normal((6, 5)) * 2, rng.integers(0, 5, 6)
+    loss_fn = SoftmaxCrossEntropy(np, kernels.resolve("cpu", mode), smoothing=eps)
+    loss, g = loss_fn(z, t)
+    logp = z - z.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    q = np.full(z.shape, eps / 5)
+    q[np.arange(6), t] += 1 - eps
+    assert float(loss) == pytest.approx(-(q * logp).sum() / 6, rel=1e-12)
+    numeric = numerical_grad(lambda: float(loss_fn(z, t)[0]), z)
+    assert relative_error(g, numeric) < TOLERANCE
+    plain = -logp[np.arange(6), t].sum()
+    assert float(loss_fn.summed(z, t)) == pytest.approx(plain, rel=1e-12)
+
