@@ -86,7 +86,7 @@ def _train_parser(sub):
                        "folder)", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=f"recipes (--recipe; options given override them):\n"
                        f"{describe()}\n\nWith --resume the run continues as the checkpoint "
-                       "configured it: --epochs extends it, --kernels and --zero-columns may\n"
+                       "configured it: --epochs extends it,\n--kernels and --zero-columns may "
                        "change, any other training option that differs is refused.")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     opt = t.add_argument
@@ -139,9 +139,10 @@ def _train_parser(sub):
 
 
 def _augment_options(opt, d):
-    opt("--augment", action="store_const", const=True, help="warp each training batch on the "
-        "device: random translation, rotation, scale and shear (one bilinear affine warp "
-        "per image), elastic distortion with --elastic; never at evaluation")
+    opt("--augment", action=argparse.BooleanOptionalAction, help="warp each training batch "
+        "on the device: random translation, rotation, scale and shear (one bilinear affine "
+        "warp per image), elastic distortion with --elastic; never at evaluation "
+        "(--no-augment: off, also under a recipe that augments)")
     opt("--translate", type=_float(0, 14), help=f"--augment: shift up to this many pixels "
         f"(default {d.translate})")
     opt("--rotate", type=_float(0, 90), help=f"--augment: rotate up to this many degrees "

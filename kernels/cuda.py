@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ._checks import ACTIVATION_KINDS as _KIND
+from ._checks import get_array_module
 from .cupy_native import gemm  # noqa: F401 - cuBLAS: a GEMM is no job for a hand-written kernel
 
 THREADS = 128
@@ -38,7 +39,8 @@ def _build():
     # CuPy orders work on its own stream; the per-launch host sync Numba adds by default
     # (NUMBA_CUDA_ARRAY_INTERFACE_SYNC=1) would stall the host every step.
     config.CUDA_ARRAY_INTERFACE_SYNC = False
-    _kernels.update(**_loss_and_activation_kernels(), **_update_and_gather_kernels(), cuda=cuda)
+    _kernels.update(**_loss_and_activation_kernels(), **_update_and_gather_kernels(),
+                    warp=_warp_kernel(), cuda=cuda)
     return _kernels
 
 
@@ -157,6 +159,41 @@ def _update_and_gather_kernels():
     return dict(sgd=sgd, adam=adam, gather=gather)
 
 
+def _warp_kernel():
+    """The affine warp: one thread per (image, output pixel), every channel."""
+    @cuda.jit
+    def warp(x, theta, flow, has_flow, h, w, out):
+        k = cuda.grid(1)
+        hw = h * w
+        n = x.shape[0]
+        if k >= n * hw:
+            return
+        r, p = k // hw, k % hw
+        cx, cy = (w - 1) * 0.5, (h - 1) * 0.5
+        u, v = (p % w) - cx, (p // w) - cy
+        sx = theta[r, 0] * u + theta[r, 1] * v + theta[r, 2] + cx
+        sy = theta[r, 3] * u + theta[r, 4] * v + theta[r, 5] + cy
+        if has_flow:
+            sx += flow[r, 0, p]
+            sy += flow[r, 1, p]
+        fx0, fy0 = math.floor(sx), math.floor(sy)
+        fx, fy = sx - fx0, sy - fy0
+        x0, y0 = int(fx0), int(fy0)
+        for ch in range(x.shape[1] // hw):
+            acc = 0.0
+            for dy in range(2):
+                yi = y0 + dy
+                if 0 <= yi < h:
+                    wy = fy if dy else 1 - fy
+                    for dx in range(2):
+                        xi = x0 + dx
+                        if 0 <= xi < w:
+                            acc += (fx if dx else 1 - fx) * wy * x[r, ch * hw + yi * w + xi]
+            out[r, ch * hw + p] = acc
+
+    return warp
+
+
 def _launch_config(n_threads):
     """(blocks, threads, stream) for ``n_threads`` work items on CuPy's current stream."""
     k = _build()
@@ -239,3 +276,17 @@ def gather_rows(x, idx, scale, out):
     blocks, threads, stream = _launch_config(min(out.size, 65536 * THREADS))
     dx, didx, dout = _device_args(x, idx, out)
     _build()["gather"][blocks, threads, stream](dx, didx, scale, dout)
+
+
+def affine_warp(x, theta, flow, h, w, out):
+    """Same contract as :func:`kernels.reference.affine_warp`: one launch."""
+    n = x.shape[0] * h * w
+    if not n:
+        return
+    blocks, threads, stream = _launch_config(n)
+    theta = theta.astype(x.dtype, copy=False)
+    has_flow = flow is not None
+    if not has_flow:  # an unused stand-in of the right rank (from CuPy's memory pool)
+        flow = get_array_module(x).zeros((1, 2, 1), x.dtype)
+    _build()["warp"][blocks, threads, stream](*_device_args(x, theta, flow), has_flow,
+                                              np.int64(h), np.int64(w), *_device_args(out))

@@ -139,3 +139,15 @@ def test_gemm_on_numpy_arrays_runs_the_reference():
     expected = 0.5 * out - 2.0 * (a @ b)
     kernels.gemm(a, b, out, -2.0, 0.5, impl="numba-cuda")
     np.testing.assert_allclose(out, expected, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c,h,w,flow", [(2, 1, 5, 6, False), (1, 2, 4, 3, True)])
+def test_affine_warp_matches_reference(dtype, n, c, h, w, flow):
+    rng = np.random.default_rng(case_seed("warp", str(dtype), n, c, h, w, flow))
+    x = rng.random((n, c * h * w)).astype(dtype)
+    theta = (np.array([1, 0, 0, 0, 1, 0]) + rng.normal(0, 0.4, (n, 6))).astype(dtype)
+    f = rng.normal(0, 1.5, (n, 2, h * w)).astype(dtype) if flow else None
+    got = kernels.affine_warp(x, theta, (h, w), f, impl="numba-cuda")
+    ref = kernels.affine_warp(x, theta, (h, w), f, impl="reference")
+    np.testing.assert_allclose(got, ref, rtol=TOL[dtype]["rtol"], atol=1e-5)
