@@ -70,11 +70,12 @@ def steps_of(tmp_path, config, ranks):
     dict(optimizer="sgd", momentum=0.9, lr=0.05, hidden=(16,), batch_size=32,
          schedule="constant"),
     dict(optimizer="adam", lr=2e-3, hidden=(12, 8), batch_size=32, dropout=0.3),
+    dict(optimizer="adam", lr=2e-3, hidden=(12,), batch_size=32, augment=True, elastic=1.0),
 ])
 def test_two_and_three_ranks_follow_one_rank(tmp_path, config):
     """After each of 6 steps (an uneven last batch of 2 rows: with 3 ranks one gets none)
     the parameters of 2 and 3 ranks equal one rank's to float32 summation tolerance;
-    dropout masks are the same rows of one batch mask."""
+    dropout masks and augmentation warps are the same rows of one batch's draws."""
     one = steps_of(tmp_path, config, 1)
     assert one.shape[0] == 6 and not np.allclose(one[0], one[-1])
     for ranks in (2, 3):
