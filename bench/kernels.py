@@ -33,6 +33,9 @@ def _cases(xp, batch, rng):
     idx = xp.asarray(rng.permutation(60000)[:batch])
     xb = xp.asarray(rng.random((batch, 784)).astype(np.float32))
     w = xp.asarray(rng.standard_normal((784, 128)).astype(np.float32))
+    theta = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (batch, 1))
+    theta = xp.asarray(theta + rng.normal(0, 0.15, theta.shape).astype(np.float32))
+    warped = xp.empty_like(xb)
 
     def restore():
         gy[...] = gy0
@@ -44,7 +47,8 @@ def _cases(xp, batch, rng):
     written = {"softmax_cross_entropy (Bx10)": (out, rows), "sigmoid_backward (Bx128)": (gy,),
                "sigmoid_backward + bias grad": (gy, gb), "bias + sigmoid (Bx128)": (gy,),
                "bias + relu (Bx128)": (gy,), "gather_rows (Bx784 uint8)": (xb,),
-               "gemm W -= lr x.T gy (784x128)": (w,), "column_window (Bx784)": ()}
+               "gemm W -= lr x.T gy (784x128)": (w,), "column_window (Bx784)": (),
+               "affine_warp (Bx28x28)": (warped,)}
     _cases.last = (reset, written)  # what tests/benchmarks compares across twins
     f = np.float32
     return {
@@ -63,6 +67,8 @@ def _cases(xp, batch, rng):
         "gemm W -= lr x.T gy (784x128)": (lambda ops: ops.gemm(xb.T, gy0, w, f(-1e-7), f(1)),
                                           None),
         "column_window (Bx784)": (lambda ops: ops.column_window(xb), None),
+        "affine_warp (Bx28x28)": (lambda ops: ops.affine_warp(xb, theta, None, 28, 28, warped),
+                                  None),
     }
 
 

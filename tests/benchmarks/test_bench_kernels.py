@@ -12,7 +12,7 @@ from xptrain.bench.kernels import BATCHES, _cases, _update_cases
 KERNELS = ["softmax_cross_entropy (Bx10)", "sigmoid_backward (Bx128)",
            "sigmoid_backward + bias grad", "bias + sigmoid (Bx128)", "bias + relu (Bx128)",
            "gather_rows (Bx784 uint8)", "gemm W -= lr x.T gy (784x128)",
-           "column_window (Bx784)"]
+           "column_window (Bx784)", "affine_warp (Bx28x28)"]
 
 
 def _ops(backend, which):
