@@ -2,7 +2,8 @@
 
 A recipe is a set of :class:`~xptrain.config.TrainConfig` values chosen by measurement on
 real MNIST; options given on the command line override them. Each recipe's ``measured``
-line is what ``--help`` and the README show.
+line is what ``--help`` and the README show: on the 2-core CPU (AMD EPYC), the median
+training time of seeds 0, 1 and 2 (docs/recipes.md has the commands and the table).
 """
 
 import textwrap
@@ -13,7 +14,7 @@ RECIPES = {
     "default": {
         "values": {},
         "about": "784-512-10 ReLU MLP, Adam, cosine, 10 epochs (the TrainConfig defaults)",
-        "measured": "98.2% test accuracy in about 10 s of training",
+        "measured": "98.40% test accuracy, 7 s of training",
     },
     "mlp-best": {
         "values": {"model": "mlp", "hidden": (1024, 1024), "activation": "relu",
@@ -22,7 +23,7 @@ RECIPES = {
                    "label_smoothing": 0.1},
         "about": "784-1024-1024-10 ReLU MLP, dropout 0.2, augmentation, label smoothing 0.1, "
                  "Adam 1e-3, cosine with 1 warm-up epoch, 30 epochs",
-        "measured": "not yet measured",
+        "measured": "99.25% test accuracy (3 seeds: 99.21-99.30%), 221 s of training",
     },
     "cnn-best": {
         "values": {"model": "conv32-pool-conv64-pool-fc256-drop0.4", "activation": "relu",
@@ -30,7 +31,7 @@ RECIPES = {
                    "schedule": "cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1},
         "about": "conv32-pool-conv64-pool-fc256-drop0.4, augmentation, label smoothing 0.1, "
                  "Adam 2e-3, cosine with 1 warm-up epoch, 20 epochs",
-        "measured": "not yet measured",
+        "measured": "99.57% test accuracy (3 seeds: 99.55-99.58%), 497 s of training",
     },
 }
 
