@@ -133,20 +133,3 @@ def test_augmented_runs_repeat_and_learn(tiny_data, cpu, model):
     floor = 0.5 if model == "mlp" else 0.25  # the small CNN learns slower (59% unaugmented)
     assert ha[-1]["test_accuracy"] > floor and ha[-1]["train_loss"] < ha[0]["train_loss"]
 
-
-def test_an_interrupted_augmented_run_resumes_to_the_same_end(tiny_data, cpu, tmp_path):
-    """The warps come from the step key: a run stopped mid-epoch and resumed draws the
-    same ones and ends with the uninterrupted run's parameters."""
-    from test_checkpoint import _interrupt_after, make
-    from xptrain.train import TrainingInterrupted
-
-    kw = dict(augment=True, elastic=0.5, rotate=5.0)
-    full = make(tiny_data, cpu, tmp_path / "full", **kw)
-    full.fit()
-    part = make(tiny_data, cpu, tmp_path / "part", **kw)
-    _interrupt_after(part, 13)
-    with pytest.raises(TrainingInterrupted) as info:
-        part.fit()
-    resumed = Trainer.resume(info.value.path, tiny_data, cpu, log=lambda s: None)
-    resumed.fit()
-    np.testing.assert_array_equal(resumed.model.params, full.model.params)

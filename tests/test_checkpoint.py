@@ -139,8 +139,11 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, cpu, tmp
     assert meta["epoch"] == 1 and np.isfinite(model.params).all()
 
 
-def test_resume_with_dropout_in_a_cnn(tiny_data, cpu, tmp_path):
-    kw = dict(model="conv4-pool-drop0.3-fc8-drop0.2", epochs=2)
+@pytest.mark.parametrize("kw", [dict(model="conv4-pool-drop0.3-fc8-drop0.2", epochs=2),
+                                dict(augment=True, elastic=0.5, rotate=5.0)])
+def test_resume_with_random_draws(tiny_data, cpu, tmp_path, kw):
+    """Dropout masks in a CNN and augmentation warps come from the step key: a run stopped
+    mid-epoch and resumed draws the same ones and ends where the uninterrupted run ends."""
     full = make(tiny_data, cpu, tmp_path / "full", **kw)
     full.fit()
     part = make(tiny_data, cpu, tmp_path / "part", **kw)
