@@ -19,6 +19,7 @@ from .cupy_native import gemm  # noqa: F401 - cuBLAS: a GEMM is no job for a han
 THREADS = 128
 _kernels = {}
 _streams = {}  # CuPy stream pointer -> numba external stream
+_grids = {}  # (h, w, dtype, module) -> the warp's centred pixel coordinates
 cuda = None  # numba.cuda, imported on first use
 
 
@@ -161,16 +162,20 @@ def _update_and_gather_kernels():
 
 def _warp_kernel():
     """The affine warp: one thread per (image, output pixel), every channel."""
+    from numba import int64
+
     @cuda.jit
-    def warp(x, theta, flow, has_flow, h, w, out):
+    def warp(x, theta, flow, has_flow, u_of, v_of, cx, cy, one, h, w, out):
+        # float32 stays float32: the grid coordinates come as arrays and every constant as
+        # a scalar of x's dtype (an int mixed with a float32 would make float64 math)
         k = cuda.grid(1)
         hw = h * w
         n = x.shape[0]
         if k >= n * hw:
             return
         r, p = k // hw, k % hw
-        cx, cy = (w - 1) * 0.5, (h - 1) * 0.5
-        u, v = (p % w) - cx, (p // w) - cy
+        zero = one - one
+        u, v = u_of[p], v_of[p]
         sx = theta[r, 0] * u + theta[r, 1] * v + theta[r, 2] + cx
         sy = theta[r, 3] * u + theta[r, 4] * v + theta[r, 5] + cy
         if has_flow:
@@ -178,17 +183,17 @@ def _warp_kernel():
             sy += flow[r, 1, p]
         fx0, fy0 = math.floor(sx), math.floor(sy)
         fx, fy = sx - fx0, sy - fy0
-        x0, y0 = int(fx0), int(fy0)
+        x0, y0 = int64(fx0), int64(fy0)
         for ch in range(x.shape[1] // hw):
-            acc = 0.0
+            acc = zero
             for dy in range(2):
                 yi = y0 + dy
                 if 0 <= yi < h:
-                    wy = fy if dy else 1 - fy
+                    wy = fy if dy else one - fy
                     for dx in range(2):
                         xi = x0 + dx
                         if 0 <= xi < w:
-                            acc += (fx if dx else 1 - fx) * wy * x[r, ch * hw + yi * w + xi]
+                            acc += (fx if dx else one - fx) * wy * x[r, ch * hw + yi * w + xi]
             out[r, ch * hw + p] = acc
 
     return warp
@@ -283,10 +288,19 @@ def affine_warp(x, theta, flow, h, w, out):
     n = x.shape[0] * h * w
     if not n:
         return
+    xp = get_array_module(x)
     blocks, threads, stream = _launch_config(n)
     theta = theta.astype(x.dtype, copy=False)
     has_flow = flow is not None
     if not has_flow:  # an unused stand-in of the right rank (from CuPy's memory pool)
-        flow = get_array_module(x).zeros((1, 2, 1), x.dtype)
-    _build()["warp"][blocks, threads, stream](*_device_args(x, theta, flow), has_flow,
-                                              np.int64(h), np.int64(w), *_device_args(out))
+        flow = xp.zeros((1, 2, 1), x.dtype)
+    key = (h, w, x.dtype.str, xp.__name__)
+    if key not in _grids:  # the centred column and row of every output pixel, once
+        p = xp.arange(h * w)
+        _grids[key] = ((p % w).astype(x.dtype) - (w - 1) / 2,
+                       (p // w).astype(x.dtype) - (h - 1) / 2)
+    u_of, v_of = _grids[key]
+    cx, cy = x.dtype.type((w - 1) / 2), x.dtype.type((h - 1) / 2)
+    args = (*_device_args(x, theta, flow), has_flow, *_device_args(u_of, v_of), cx, cy,
+            x.dtype.type(1), np.int64(h), np.int64(w), *_device_args(out))
+    _build()["warp"][blocks, threads, stream](*args)

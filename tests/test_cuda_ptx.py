@@ -51,6 +51,8 @@ def _signatures(f):
         "adam": [(*(_c(f, 1),) * 4, *(f,) * 9, types.int64)],
         "gather": [(_c(src, 2), _c(types.int64, 1), f, _c(f, 2))
                    for src in (types.uint8, f)],
+        "warp": [(_c(f, 2), _c(f, 2), _c(f, 3), types.boolean, _c(f, 1), _c(f, 1), f, f, f,
+                  types.int64, types.int64, _c(f, 2))],
     }
 
 
