@@ -72,7 +72,6 @@ TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
                  "kernels": "kernels", "zero_columns": "zero_columns", "augment": "augment",
                  "translate": "translate", "rotate": "rotate", "scale": "scale",
                  "shear": "shear", "elastic": "elastic", "label_smoothing": "label_smoothing"}
-AUGMENT_STRENGTHS = ("translate", "rotate", "scale", "shear", "elastic")
 
 
 def _train_parser(sub):
@@ -300,20 +299,6 @@ def given_options(args):
     return given
 
 
-def run_options(given):
-    """The TrainConfig values of a new run: the recipe's, overridden by the options given.
-    Augmentation strengths without augmentation are refused (they would do nothing)."""
-    from .errors import ConfigError
-    from .recipes import recipe_values
-
-    values = {**recipe_values(given.get("recipe", "default")), **given}
-    idle = [f"--{name}" for name in AUGMENT_STRENGTHS if name in given]
-    if idle and not values.get("augment"):
-        raise ConfigError(f"{', '.join(idle)} set the augmentation's strength, but it is off: "
-                          "add --augment (or a recipe that augments)")
-    return values
-
-
 def cmd_train(args):
     from . import parallel
     from .backend import select_backend
@@ -324,6 +309,8 @@ def cmd_train(args):
 
     rank = parallel.group().rank if parallel.launched_by_mpi() else 0
     log = _logger(args) if rank == 0 else (lambda msg: None)  # one voice: rank 0
+    from .recipes import run_options
+
     given = given_options(args)
     values = run_options(given)
     TrainConfig(**values).validate()  # a bad value fails before any data is read

@@ -10,6 +10,8 @@ import textwrap
 
 from .errors import ConfigError
 
+AUGMENT_STRENGTHS = ("translate", "rotate", "scale", "shear", "elastic")
+
 RECIPES = {
     "default": {
         "values": {},
@@ -48,3 +50,14 @@ def describe(width=88):
     return "\n".join(textwrap.fill(f"{name}: {r['about']}; measured: {r['measured']}",
                                    width, initial_indent="  ", subsequent_indent="    ")
                      for name, r in RECIPES.items())
+
+
+def run_options(given):
+    """The TrainConfig values of a new run: the recipe's, overridden by the options given.
+    Augmentation strengths without augmentation are refused (they would do nothing)."""
+    values = {**recipe_values(given.get("recipe", "default")), **given}
+    idle = [f"--{name}" for name in AUGMENT_STRENGTHS if name in given]
+    if idle and not values.get("augment"):
+        raise ConfigError(f"{', '.join(idle)} set the augmentation's strength, but it is off: "
+                          "add --augment (or a recipe that augments)")
+    return values

@@ -292,14 +292,13 @@ def affine_warp(x, theta, flow, h, w, out):
     blocks, threads, stream = _launch_config(n)
     theta = theta.astype(x.dtype, copy=False)
     has_flow = flow is not None
-    if not has_flow:  # an unused stand-in of the right rank (from CuPy's memory pool)
-        flow = xp.zeros((1, 2, 1), x.dtype)
     key = (h, w, x.dtype.str, xp.__name__)
-    if key not in _grids:  # the centred column and row of every output pixel, once
-        p = xp.arange(h * w)
+    if key not in _grids:  # the centred column and row of every output pixel, and an
+        p = xp.arange(h * w)  # unused stand-in for no flow: made once, not per step
         _grids[key] = ((p % w).astype(x.dtype) - (w - 1) / 2,
-                       (p // w).astype(x.dtype) - (h - 1) / 2)
-    u_of, v_of = _grids[key]
+                       (p // w).astype(x.dtype) - (h - 1) / 2, xp.zeros((1, 2, 1), x.dtype))
+    u_of, v_of, no_flow = _grids[key]
+    flow = flow if has_flow else no_flow
     cx, cy = x.dtype.type((w - 1) / 2), x.dtype.type((h - 1) / 2)
     args = (*_device_args(x, theta, flow), has_flow, *_device_args(u_of, v_of), cx, cy,
             x.dtype.type(1), np.int64(h), np.int64(w), *_device_args(out))
