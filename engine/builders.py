@@ -4,7 +4,8 @@ Every path goes through one list of spec *entries* (``{"type": "Linear", ...}``,
 ``{"type": "ReLU"}``, ...), the format checkpoints store, and one :func:`assemble` that
 turns it into layers. :func:`assemble` is where the fusions are chosen: a Linear or
 Conv2D followed by its activation becomes one fused layer (:class:`~.layers.Dense`,
-:class:`~.conv.ConvActivation`), and with ``window=True`` a first Linear skips the input
+:class:`~.conv.ConvActivation`), a Conv2D followed by a max pooling (and its activation)
+one :class:`~.conv.ConvPool`, and with ``window=True`` a first Linear skips the input
 columns that are zero in the whole batch (:class:`~.layers.ColumnWindow`).
 """
 
@@ -12,7 +13,7 @@ import re
 
 import numpy as np
 
-from .conv import Conv2D, ConvActivation, Flatten, MaxPool2D, Reshape, out_size
+from .conv import Conv2D, ConvActivation, ConvPool, Flatten, MaxPool2D, Reshape, out_size
 from .errors import ConfigError
 from .init import init_for
 from .layers import (
@@ -124,6 +125,13 @@ def assemble(entries, window=False):
             cls = ((WindowedDense if window and first else Dense) if act
                    else (WindowedLinear if window and first else Linear))
             layers.append(cls(**entry, activation=act) if act else cls(**entry))
+        elif kind == "Conv2D" and nxt == "MaxPool2D" and _tiles(entries[i + 1]):
+            pool = entries[i + 1]
+            act = _KIND_OF.get(entries[i + 2]["type"]) if i + 2 < len(entries) else None
+            layers.append(ConvPool(**entry, pool=pool["k"], pool_stride=pool["stride"],
+                                   activation=act))
+            i += 3 if act else 2
+            continue
         elif kind == "Conv2D":
             layers.append(ConvActivation(**entry, activation=act) if act else Conv2D(**entry))
         elif kind in _KIND_OF:
@@ -134,6 +142,11 @@ def assemble(entries, window=False):
             raise ValueError(f"unknown layer type {kind!r} in model spec")
         i += 2 if act and kind in ("Linear", "Conv2D") else 1
     return layers
+
+
+def _tiles(pool):
+    """A pooling entry whose windows tile (stride = size), as the builder writes them."""
+    return set(pool) == {"type", "k", "stride"} and pool["k"] == pool["stride"]
 
 
 _PLAIN = {"Dropout": Dropout, "MaxPool2D": MaxPool2D, "Flatten": Flatten, "Reshape": Reshape}

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .init import draw_weight
-from .layers import BiasActivation, Biased, Layer
+from .layers import ACTIVATION_NAMES, BiasActivation, Biased, Layer
 
 
 def out_size(size, k, stride, pad):
@@ -74,6 +74,12 @@ class Conv2D(Biased):
                 "b": np.zeros(self.c_out, np.float32)}
 
     def forward(self, x, train=False, seed=None):
+        z = self.convolve(x)
+        return self.add_bias(z.reshape(-1, self.c_out)).reshape(z.shape)
+
+    def convolve(self, x):
+        """The convolution of ``x`` without the bias: (N, OH, OW, c_out), this layer's
+        buffer."""
         if x.ndim != 4 or x.shape[3] != self.c_in:
             raise ValueError(f"Conv2D expects (N, H, W, {self.c_in}) input, got {x.shape}")
         n, h, w, _ = x.shape
@@ -84,20 +90,30 @@ class Conv2D(Biased):
         self.cols, self.x_shape = cols.reshape(n * oh * ow, -1), x.shape
         y = self.xp.matmul(self.cols, self.W,
                            out=self.buffer("y", (n * oh * ow, self.c_out), x.dtype))
-        return self.add_bias(y).reshape(n, oh, ow, self.c_out)
+        return y.reshape(n, oh, ow, self.c_out)
 
     def backward(self, gy, need_gx=True, sink=None):
         n, oh, ow, _ = gy.shape
-        g2 = self.bias_backward(gy.reshape(n * oh * ow, self.c_out))
+        return self.convolve_backward(self.bias_backward(gy.reshape(n * oh * ow, self.c_out)),
+                                      need_gx, sink)
+
+    def convolve_backward(self, g2, need_gx, sink):
+        """gx (if ``need_gx``) and the weight gradient, from the gradient ``g2``
+        (N*OH*OW, c_out) at the convolution's output."""
         gx = None
         if need_gx:  # before the sink: a folded update changes W
             gcols = self.xp.matmul(g2, self.W.T,
-                                   out=self.buffer("gcols", self.cols.shape, gy.dtype))
-            gx = self.buffer("gx", self.x_shape, gy.dtype)
-            self.ops.col2im(gcols.reshape(n, oh, ow, self.k, self.k, self.c_in), self.k,
-                            self.stride, self.pad, gx)
+                                   out=self.buffer("gcols", self.cols.shape, g2.dtype))
+            gx = self.buffer("gx", self.x_shape, g2.dtype)
+            self.ops.col2im(gcols.reshape(*self._out_shape(), self.k, self.k, self.c_in),
+                            self.k, self.stride, self.pad, gx)
         sink(self.cols.T, g2, self.W, self.gW)
         return gx
+
+    def _out_shape(self):
+        n, h, w, _ = self.x_shape
+        k, s, p = self.k, self.stride, self.pad
+        return n, out_size(h, k, s, p), out_size(w, k, s, p)
 
     def spec(self):
         return [{"type": "Conv2D", "c_in": self.c_in, "c_out": self.c_out, "k": self.k,
@@ -106,6 +122,48 @@ class Conv2D(Biased):
 
 class ConvActivation(BiasActivation, Conv2D):
     """act(conv(x) + b): Conv2D and its activation as one layer."""
+
+
+class ConvPool(Conv2D):
+    """act(maxpool(conv(x)) + b): a Conv2D, the max pooling after it and (when given) its
+    activation as one layer, the spec entries Conv2D, MaxPool2D[, activation].
+
+    The same function as the three layers: a per-channel bias moves through a max exactly
+    (rounding is monotonic) and a non-decreasing activation commutes with it, so the bias,
+    the activation and their gradients run on the pooled output, k*k times smaller, in one
+    fused pass each way (:func:`xptrain.kernels.bias_activation`).
+    """
+
+    def __init__(self, c_in, c_out, k=3, stride=1, pad=None, init="he", pool=2,
+                 pool_stride=None, activation=None):
+        super().__init__(c_in, c_out, k, stride, pad, init)
+        self.pool = MaxPool2D(pool, pool_stride)
+        self.kind = activation
+
+    def bind(self, xp, ops, params, grads):
+        super().bind(xp, ops, params, grads)
+        self.pool.bind(xp, ops, {}, {})
+
+    def forward(self, x, train=False, seed=None):
+        y = self.pool.forward(self.convolve(x))
+        if self.kind is None:
+            return self.add_bias(y)
+        self.y = y
+        self.ops.bias_activation(y.reshape(-1, self.c_out), self.b, self.kind)
+        return y
+
+    def backward(self, gy, need_gx=True, sink=None):
+        if self.kind is None:
+            self.ops.column_sum(gy.reshape(-1, self.c_out), self.gb)
+        else:  # in place on gy: the gradient this layer is handed, read by no one after it
+            self.ops.activation_backward(gy.reshape(-1, self.c_out),
+                                         self.y.reshape(-1, self.c_out), self.kind, self.gb)
+        gz = self.pool.backward(gy)
+        return self.convolve_backward(gz.reshape(-1, self.c_out), need_gx, sink)
+
+    def spec(self):
+        act = [] if self.kind is None else [{"type": ACTIVATION_NAMES[self.kind]}]
+        return super().spec() + self.pool.spec() + act
 
 
 class MaxPool2D(Layer):

@@ -41,6 +41,9 @@ class Sequential:
         self.params = xp.zeros(offset, self.dtype)
         self.grads = xp.zeros(offset, self.dtype)
         self.sink = GradientSink(xp)
+        # the first layer with parameters: backward stops there, no gradient goes below it
+        self.first_trained = next((i for i, layer in enumerate(self.layers)
+                                   if layer.param_specs()), len(self.layers))
         self._bind()
         self.load_state_dict(self._draw(seed))
 
@@ -103,8 +106,10 @@ class Sequential:
         Weight gradients go to ``sink`` (see :mod:`.layers`; default: into ``grads``), the
         rest of ``grads`` is filled."""
         sink = sink or self.sink
-        for k in range(len(self.layers) - 1, -1, -1):
-            gy = self.layers[k].backward(gy, need_gx=k > 0, sink=sink)
+        first = self.first_trained
+        for k in range(len(self.layers) - 1, first - 1, -1):
+            gy = self.layers[k].backward(gy, need_gx=k > first, sink=sink)
+
 
     def state_dict(self):
         """Host (NumPy) copies of every parameter, keyed ``"<entry>.<name>"``."""

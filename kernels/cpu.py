@@ -16,9 +16,16 @@ import time
 import numba
 import numpy as np
 
-from . import blas, cpu_math, reference
+from . import blas, cpu_math
 from ._checks import ACTIVATION_KINDS as _KINDS
 from ._checks import layout as blas_layout
+from .cpu_conv import (  # noqa: F401 - this twin's convolution ops, in their own file
+    col2im,
+    compile_conv,
+    im2col,
+    maxpool_backward,
+    maxpool_forward,
+)
 from .cpu_math import fast_exp
 from .cpu_warp import affine_warp  # noqa: F401 - this twin's op, in its own file
 
@@ -122,101 +129,6 @@ def _prefetch_row(flat, row, n, f, line):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _im2col(x, k, s, p, cols):
-    n, h, w, c = x.shape
-    oh, ow = cols.shape[1], cols.shape[2]
-    for a in range(n):
-        for y in range(oh):
-            for z in range(ow):
-                for i in range(k):
-                    r = y * s + i - p
-                    for j in range(k):
-                        q = z * s + j - p
-                        dst = cols[a, y, z, i, j]
-                        if 0 <= r < h and 0 <= q < w:
-                            src = x[a, r, q]
-                            for ch in range(c):
-                                dst[ch] = src[ch]
-                        else:
-                            dst[:] = 0
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _col2im(gcols, k, s, p, gx):
-    n, h, w, c = gx.shape
-    oh, ow = gcols.shape[1], gcols.shape[2]
-    gx[:] = 0
-    for a in range(n):
-        for y in range(oh):
-            for z in range(ow):
-                for i in range(k):
-                    r = y * s + i - p
-                    if 0 <= r < h:
-                        for j in range(k):
-                            q = z * s + j - p
-                            if 0 <= q < w:
-                                src, dst = gcols[a, y, z, i, j], gx[a, r, q]
-                                for ch in range(c):
-                                    dst[ch] += src[ch]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _maxpool_fwd(x, k, s, y, arg):
-    n, oh, ow, c = y.shape
-    for a in range(n):
-        for p in range(oh):
-            for q in range(ow):
-                best, where = y[a, p, q], arg[a, p, q]
-                best[:] = x[a, p * s, q * s]
-                where[:] = 0
-                for i in range(k):
-                    for j in range(k):
-                        src = x[a, p * s + i, q * s + j]
-                        for ch in range(c):
-                            v = src[ch]
-                            # strictly greater keeps the first maximum; NaN wins, as argmax
-                            if v > best[ch] or (v != v and best[ch] == best[ch]):
-                                best[ch] = v
-                                where[ch] = i * k + j
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _maxpool_bwd(gy, arg, k, s, gx):
-    n, oh, ow, c = gy.shape
-    if s == k:
-        _maxpool_bwd_tiled(gy, arg, k, gx)
-        return
-    gx[:] = 0
-    for a in range(n):
-        for p in range(oh):
-            for q in range(ow):
-                g, where = gy[a, p, q], arg[a, p, q]
-                for ch in range(c):
-                    m = where[ch]
-                    gx[a, p * s + m // k, q * s + m % k, ch] += g[ch]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _maxpool_bwd_tiled(gy, arg, k, gx):
-    # Windows do not overlap: write every gx element once (the gradient or 0) instead of
-    # zeroing gx and scattering into it (1.6x less memory traffic).
-    n, oh, ow, c = gy.shape
-    h, w = gx.shape[1], gx.shape[2]
-    for a in range(n):
-        for p in range(oh):
-            for i in range(k):
-                for q in range(ow):
-                    g, where = gy[a, p, q], arg[a, p, q]
-                    for j in range(k):
-                        dst = gx[a, p * k + i, q * k + j]
-                        pos = i * k + j
-                        for ch in range(c):
-                            dst[ch] = g[ch] if where[ch] == pos else 0
-        gx[a, oh * k:h] = 0  # rows below the last window get no gradient,
-        gx[a, :, ow * k:w] = 0  # nor do the columns right of the last window
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _column_window(x):
     # Each row only checks the columns outside the window found so far: a count over them
     # (a loop LLVM vectorizes), and a scan for the new bound only where the count is not 0.
@@ -248,35 +160,6 @@ def _column_window(x):
 def column_window(x):
     """Same contract as :func:`kernels.reference.column_window`."""
     return _column_window(x)
-
-
-# Below this many channels the row-of-channels inner loop is too short to beat NumPy's
-# strided copies (measured: C = 1 was 5x slower in Numba, C >= 16 was 3.5-9x faster).
-MIN_CHANNELS = 4
-
-
-def im2col(x, k, stride, pad, cols):
-    """Same contract as :func:`kernels.reference.im2col`."""
-    if x.shape[3] < MIN_CHANNELS:
-        return reference.im2col(x, k, stride, pad, cols)
-    _im2col(x, k, stride, pad, cols)
-
-
-def col2im(gcols, k, stride, pad, gx):
-    """Same contract as :func:`kernels.reference.col2im`."""
-    if gx.shape[3] < MIN_CHANNELS:
-        return reference.col2im(gcols, k, stride, pad, gx)
-    _col2im(gcols, k, stride, pad, gx)
-
-
-def maxpool_forward(x, k, stride, y, arg):
-    """Same contract as :func:`kernels.reference.maxpool_forward`."""
-    _maxpool_fwd(x, k, stride, y, arg)
-
-
-def maxpool_backward(gy, arg, k, stride, gx):
-    """Same contract as :func:`kernels.reference.maxpool_backward`."""
-    _maxpool_bwd(gy, arg, k, stride, gx)
 
 
 def softmax_cross_entropy_rows(x, t, row_loss, gx):
@@ -383,13 +266,7 @@ def compile_all(dtypes=(np.float32,)):
         for nesterov in (False, True):
             sgd_update(p, p, p, c, c, nesterov, c, 2)
         adam_update(p, p, p, p, c, c, c, c, c, c, c, 2)
-        img = np.zeros((1, 4, 4, MIN_CHANNELS), dtype)
-        _im2col(img, 3, 1, 1, np.empty((1, 4, 4, 3, 3, MIN_CHANNELS), dtype))
-        _col2im(np.zeros((1, 4, 4, 3, 3, MIN_CHANNELS), dtype), 3, 1, 1, img)
-        pooled, arg = np.empty((1, 2, 2, MIN_CHANNELS), dtype), np.empty((1, 2, 2, MIN_CHANNELS),
-                                                                         np.uint8)
-        _maxpool_fwd(img, 2, 2, pooled, arg)
-        _maxpool_bwd(pooled, arg, 2, 2, img)
+        compile_conv(dtype)
         column_window(x)
         affine_warp(np.zeros((1, 16), dtype), np.zeros((1, 6), dtype), None, 4, 4,
                     np.empty((1, 16), dtype))

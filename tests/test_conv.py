@@ -76,10 +76,9 @@ def test_spec_strings():
         "Reshape", "Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU", "Flatten",
         "Linear", "ReLU", "Linear"]
     assert entries[8]["n_in"] == 7 * 7 * 64
-    # the builder fuses fc + its activation; a pooled conv keeps its activation separate
+    # the builder fuses fc + its activation, and conv + its pooling + its activation
     assert [type(layer).__name__ for layer in assemble(entries)] == [
-        "Reshape", "Conv2D", "MaxPool2D", "Activation", "Conv2D", "MaxPool2D", "Activation",
-        "Flatten", "Dense", "Linear"]
+        "Reshape", "ConvPool", "ConvPool", "Flatten", "Dense", "Linear"]
     assert [type(layer).__name__ for layer in assemble(parse_entries(
         "conv4-fc3", (6, 6), 2))][:2] == ["Reshape", "ConvActivation"]
     with pytest.raises(ValueError, match="cannot read 'conv'"):
@@ -88,26 +87,36 @@ def test_spec_strings():
         parse_entries("pool8-pool8", (28, 28), 10)
 
 
+@pytest.mark.parametrize("mode", ["reference", "fused"])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
-def test_pool_before_activation_is_exact(activation):
-    """conv-pool is built as Conv2D, MaxPool2D, activation; same values and gradients as
-    Conv2D, activation, MaxPool2D."""
+def test_pool_before_activation_is_exact(activation, mode):
+    """conv-pool is built as Conv2D, MaxPool2D, activation, one ConvPool layer (bias and
+    activation after the pooling); same values and gradients as Conv2D, activation,
+    MaxPool2D (ConvActivation, MaxPool2D) and as the three unfused layers."""
+    from xptrain import kernels
+    from xptrain.layers import Activation
     from xptrain.losses import SoftmaxCrossEntropy
 
     built = parse_entries("conv4-pool", (6, 6), 3, activation)
     swapped = list(built)
     swapped[2], swapped[3] = swapped[3], swapped[2]
     assert swapped[2]["type"].lower() == activation and swapped[3]["type"] == "MaxPool2D"
+    separate = assemble(built[:1]) + [Conv2D(**{k: v for k, v in built[1].items()
+                                                if k != "type"}),
+                                      MaxPool2D(2), Activation(activation)] + assemble(built[4:])
     rng = np.random.default_rng(5)
     x, t = rng.standard_normal((3, 36)), rng.integers(0, 3, 3)
     out = []
-    for entries in (built, swapped):
-        model = Sequential(assemble(entries), 36, np, seed=3, dtype=np.float64)
+    for layers in (assemble(built), assemble(swapped), separate):
+        model = Sequential(layers, 36, np, seed=3, dtype=np.float64,
+                           ops=kernels.resolve("cpu", mode))
         loss, gy = SoftmaxCrossEntropy(np, model.ops)(model.forward(x, train=True), t)
         model.backward(gy)
         out.append((float(loss), model.grads.copy()))
-    assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
-    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-10, atol=1e-14)
+    assert type(model.layers[1]).__name__ == "Conv2D"
+    for loss, grads in out[1:]:
+        assert out[0][0] == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(out[0][1], grads, rtol=1e-10, atol=1e-14)
 
 
 def test_cnn_checkpoint_round_trip(tiny_data, cpu, tmp_path):

@@ -122,8 +122,10 @@ def _mlp(activation, dropout, depth, window):
 
 def _cnn(activation, dropout, depth, window):
     drop = "drop0.5-" if dropout else ""
-    spec = (f"conv3k3s2p1-pool-{drop}fc5" if depth == "one"
-            else f"conv3k3p1-pool-{drop}conv4k3s2p1-fc6-{drop}fc5")
+    spec = (f"conv3k3s2p1-pool-{drop}fc5" if depth == "one"  # 8x8 -> 4x4 -> 2x2
+            # 8x8, an overlapping pool to 6x6, 3x3 pooled to 1x1 (a row and column left
+            # over), a conv on 1x1
+            else f"conv3k3p1-pool3s1-{drop}conv4k3s2p1-pool-conv2k3p1-fc6-{drop}fc5")
     return 64, parse_entries(spec, (8, 8), 3, activation), False
 
 
@@ -158,7 +160,25 @@ def test_matrix_covers_the_fused_and_windowed_layer_types():
         _, entries, window = build(activation, dropout, depth, stack == "mlp-windowed")
         seen |= {type(layer).__name__ for layer in assemble(entries, window)}
     assert seen == {"Dense", "WindowedDense", "Linear", "Dropout", "ConvActivation",
-                    "MaxPool2D", "Activation", "Reshape", "Flatten", "Conv2D"}
+                    "ConvPool", "MaxPool2D", "Activation", "Reshape", "Flatten", "Conv2D"}
+
+
+@pytest.mark.parametrize("mode", ["reference", "fused"])
+def test_conv_pool_without_an_activation(mode):
+    """A spec of Conv2D then MaxPool2D with no activation between (written by hand): one
+    ConvPool that adds the bias after pooling."""
+    entries = [{"type": "Reshape", "shape": [7, 7, 2]},
+               {"type": "Conv2D", "c_in": 2, "c_out": 3, "k": 3, "stride": 1, "pad": 1,
+                "init": "he"}, {"type": "MaxPool2D", "k": 2, "stride": 2},
+               {"type": "Flatten"}, {"type": "Linear", "n_in": 27, "n_out": 4,
+                                     "init": "xavier"}]
+    model = Sequential(assemble(entries), 98, np, seed=5, dtype=np.float64,
+                       ops=kernels.resolve("cpu", mode))
+    assert [type(layer).__name__ for layer in model.layers] == ["Reshape", "ConvPool",
+                                                                "Flatten", "Linear"]
+    assert model.spec()["layers"] == entries
+    rng = np.random.default_rng(6)
+    check_model_gradient(model, rng.standard_normal((3, 98)), rng.integers(0, 4, 3), rng)
 
 
 def test_hand_worked_example():
