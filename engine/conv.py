@@ -8,6 +8,7 @@ the CPU, measured 3.5-9x faster for 16+ channels).
 
 import numpy as np
 
+from . import winograd
 from .errors import ConfigError
 from .init import draw_weight
 from .layers import ACTIVATION_NAMES, BiasActivation, Biased, Layer
@@ -73,6 +74,11 @@ class Conv2D(Biased):
         return {"W": draw_weight(rng, self.k * self.k * self.c_in, self.c_out, self.init),
                 "b": np.zeros(self.c_out, np.float32)}
 
+    def bind(self, xp, ops, params, grads):
+        super().bind(xp, ops, params, grads)
+        self.winograd = winograd.suits(self, ops)
+        self.folds = not self.winograd
+
     def forward(self, x, train=False, seed=None):
         z = self.convolve(x)
         return self.add_bias(z.reshape(-1, self.c_out)).reshape(z.shape)
@@ -80,8 +86,9 @@ class Conv2D(Biased):
     def convolve(self, x):
         """The convolution of ``x`` without the bias: (N, OH, OW, c_out), this layer's
         buffer."""
-        if x.ndim != 4 or x.shape[3] != self.c_in:
-            raise ValueError(f"Conv2D expects (N, H, W, {self.c_in}) input, got {x.shape}")
+        x = self._checked(x)
+        if self.winograd:
+            return winograd.forward(self, x)
         n, h, w, _ = x.shape
         k, s, p = self.k, self.stride, self.pad
         oh, ow = out_size(h, k, s, p), out_size(w, k, s, p)
@@ -100,6 +107,8 @@ class Conv2D(Biased):
     def convolve_backward(self, g2, need_gx, sink):
         """gx (if ``need_gx``) and the weight gradient, from the gradient ``g2``
         (N*OH*OW, c_out) at the convolution's output."""
+        if self.winograd:
+            return winograd.backward(self, g2.reshape(*self._out_shape(), self.c_out), need_gx)
         gx = None
         if need_gx:  # before the sink: a folded update changes W
             gcols = self.xp.matmul(g2, self.W.T,
@@ -109,6 +118,11 @@ class Conv2D(Biased):
                             self.k, self.stride, self.pad, gx)
         sink(self.cols.T, g2, self.W, self.gW)
         return gx
+
+    def _checked(self, x):
+        if x.ndim != 4 or x.shape[3] != self.c_in:
+            raise ValueError(f"Conv2D expects (N, H, W, {self.c_in}) input, got {x.shape}")
+        return x
 
     def _out_shape(self):
         n, h, w, _ = self.x_shape
@@ -143,9 +157,14 @@ class ConvPool(Conv2D):
     def bind(self, xp, ops, params, grads):
         super().bind(xp, ops, params, grads)
         self.pool.bind(xp, ops, {}, {})
+        # Winograd's 2 x 2 output tiles are the pooling windows: pooled in its transform
+        self.winograd_pools = self.winograd and self.pool.k == self.pool.stride == 2
 
     def forward(self, x, train=False, seed=None):
-        y = self.pool.forward(self.convolve(x))
+        if self.winograd_pools:
+            y = winograd.forward(self, self._checked(x), pooled=True)
+        else:
+            y = self.pool.forward(self.convolve(x))
         if self.kind is None:
             return self.add_bias(y)
         self.y = y
@@ -158,6 +177,8 @@ class ConvPool(Conv2D):
         else:  # in place on gy: the gradient this layer is handed, read by no one after it
             self.ops.activation_backward(gy.reshape(-1, self.c_out),
                                          self.y.reshape(-1, self.c_out), self.kind, self.gb)
+        if self.winograd_pools:
+            return winograd.backward(self, gy, need_gx, pooled=True)
         gz = self.pool.backward(gy)
         return self.convolve_backward(gz.reshape(-1, self.c_out), need_gx, sink)
 

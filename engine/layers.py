@@ -23,6 +23,7 @@ class Layer:
     """Base: no parameters, identity shape."""
 
     draws = False  # True: forward takes a seed for its random draws (dropout)
+    folds = True  # False: its weight gradient is not one sink product (no folded update)
     max_eval_rows = 5000  # rows per evaluation forward (less where buffers grow per row)
 
     def __init__(self):

@@ -122,7 +122,8 @@ class FoldedSGD:
         self.folded = set()
         for slot in sorted(model.slots, key=lambda s: s[4]):
             _, _, name, _, start, stop = slot
-            if start != self.n_folded or name != "W" or stop - start < min_size:
+            if (start != self.n_folded or name != "W" or stop - start < min_size
+                    or not model.layers[slot[1]].folds):
                 break
             self.folded.add(id(model.param_view(slot)))
             self.n_folded = stop

@@ -13,6 +13,9 @@ checked on every call::
     column_window(x)                       # (lo, hi) outside which every column is zero
     im2col, col2im, maxpool_forward, maxpool_backward   # convolution helpers
     affine_warp(x, theta, (h, w), flow)    # bilinear resampling per image (augmentation)
+    winograd_input, winograd_output, winograd_output_adjoint, winograd_input_adjoint,
+    winograd_output_pool, winograd_output_pool_adjoint
+                                           # Winograd F(2x2, 3x3) convolution transforms
 
 Each op has named twins with one contract (:mod:`.reference`): ``reference`` (plain ``xp``,
 the specification), ``numba`` (``numba.njit``, NumPy arrays), ``numba-cuda`` and ``cupy``
@@ -43,7 +46,8 @@ ACTIVATIONS = tuple(ACTIVATION_KINDS)  # ("sigmoid", "relu", "tanh")
 __all__ = ["softmax_cross_entropy", "bias_activation", "activation_backward",
            "sigmoid_backward", "column_sum", "column_window", "sgd_update", "adam_update",
            "gather_rows", "gemm", "im2col", "col2im", "maxpool_forward", "maxpool_backward",
-           "affine_warp",
+           "affine_warp", "winograd_input", "winograd_output", "winograd_output_adjoint",
+           "winograd_input_adjoint", "winograd_output_pool", "winograd_output_pool_adjoint",
            "ACTIVATIONS", "FUSED", "MODES", "OPS", "TWINS", "Ops", "available", "resolve",
            "describe", "get_array_module"]
 
@@ -266,3 +270,11 @@ def _operand(name, a):
 
 from .conv_ops import col2im, im2col, maxpool_backward, maxpool_forward  # noqa: E402
 from .warp_ops import affine_warp  # noqa: E402
+from .winograd_ops import (  # noqa: E402
+    winograd_input,
+    winograd_input_adjoint,
+    winograd_output,
+    winograd_output_adjoint,
+    winograd_output_pool,
+    winograd_output_pool_adjoint,
+)

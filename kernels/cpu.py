@@ -28,6 +28,15 @@ from .cpu_conv import (  # noqa: F401 - this twin's convolution ops, in their ow
 )
 from .cpu_math import fast_exp
 from .cpu_warp import affine_warp  # noqa: F401 - this twin's op, in its own file
+from .cpu_winograd import (  # noqa: F401 - the Winograd transforms, in their own file
+    compile_winograd,
+    winograd_input,
+    winograd_input_adjoint,
+    winograd_output,
+    winograd_output_adjoint,
+    winograd_output_pool,
+    winograd_output_pool_adjoint,
+)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -267,6 +276,7 @@ def compile_all(dtypes=(np.float32,)):
             sgd_update(p, p, p, c, c, nesterov, c, 2)
         adam_update(p, p, p, p, c, c, c, c, c, c, c, 2)
         compile_conv(dtype)
+        compile_winograd(dtype)
         column_window(x)
         affine_warp(np.zeros((1, 16), dtype), np.zeros((1, 6), dtype), None, 4, 4,
                     np.empty((1, 16), dtype))

@@ -20,7 +20,9 @@ from . import reference
 # Every op an Ops object has; the twin modules implement what they can of it.
 OPS = ("softmax_cross_entropy_rows", "bias_activation", "activation_backward", "column_sum",
        "column_window", "sgd_update", "adam_update", "gather_rows", "gemm", "im2col",
-       "col2im", "maxpool_forward", "maxpool_backward", "affine_warp")
+       "col2im", "maxpool_forward", "maxpool_backward", "affine_warp", "winograd_input",
+       "winograd_output", "winograd_output_adjoint", "winograd_input_adjoint",
+       "winograd_output_pool", "winograd_output_pool_adjoint")
 # twin name -> (module in this package, the device it runs on; None: any)
 TWINS = {"reference": ("reference", None), "numba": ("cpu", "cpu"),
          "numba-cuda": ("cuda", "cuda"), "cupy": ("cupy_native", "cuda")}

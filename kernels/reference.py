@@ -7,6 +7,14 @@ its results into the buffers it is given, so all implementations share one contr
 import numpy as np
 
 from ._checks import get_array_module
+from .winograd import (  # noqa: F401 - the Winograd transforms' reference, in its own file
+    winograd_input,
+    winograd_input_adjoint,
+    winograd_output,
+    winograd_output_adjoint,
+    winograd_output_pool,
+    winograd_output_pool_adjoint,
+)
 
 
 def softmax_cross_entropy_rows(x, t, row_loss, gx):
