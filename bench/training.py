@@ -42,6 +42,7 @@ class EngineRunner:
         self.compile_seconds = self.trainer.compile_seconds
         self.sizes = [data.x_train.shape[1], *hidden, data.n_classes]
         self.n_train = self.trainer.n_train
+        self.steps_per_epoch = self.trainer.steps_per_epoch
         self._steps = None
         self.mean_window = self._mean_window(data)
 

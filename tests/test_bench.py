@@ -117,3 +117,42 @@ def test_gpu_check_training_run_on_cpu(tiny_data, cpu):
     assert run["device"] == "cpu" and run["test_accuracy"] == accuracy(
         t.evaluate(t.data.x_test, t.data.y_test)[1])
     assert len(run["epoch_seconds"]) == 2 and run["tf32"] is False
+
+
+def test_cnn_comparison_and_profiles(tiny_data):
+    """Interleaved blocks of the CNN beside PyTorch (when installed): a ratio that is the
+    step times' quotient; the engine's profile names every layer's forward and backward,
+    sums to no more than the step, and leaves the trainer unwrapped afterwards."""
+    from xptrain.bench import cnn
+
+    rs = cnn.runners(tiny_data)
+    rows = cnn.compare(rs, rounds=2, steps=2, epochs=1, whole_epochs=1)
+    engine = rows["xptrain"]
+    assert engine["step_ms"] > 0 and len(engine["epochs"]) == len(engine["whole_epochs"]) == 1
+    # an epoch by blocks is every step of an epoch: about a whole epoch's time
+    assert 0.2 < engine["epoch_s"] / engine["whole_epoch_s"] < 5
+    if "torch-eager" in rows:
+        peer = rows["torch-eager"]
+        assert engine["vs_torch_steps"] == pytest.approx(peer["step_ms"] / engine["step_ms"])
+        assert engine["vs_torch_epoch"] == pytest.approx(peer["epoch_s"] / engine["epoch_s"])
+        torch_profile = cnn.profile_torch(rs["torch-eager"], 3)
+        assert any("conv" in key for key in torch_profile)
+    t = rs["xptrain"].trainer
+    loss_fn = t.loss_fn
+    profile = cnn.profile_engine(rs["xptrain"], 3)
+    layers = [f"{i} {type(layer).__name__}" for i, layer in enumerate(t.model.layers)]
+    assert {f"{name} forward" for name in layers} <= set(profile)
+    assert "1 ConvPool backward" in profile and "optimizer" in profile
+    parts = sum(v for k, v in profile.items() if k != "step (total)")
+    assert 0 < parts <= profile["step (total)"] * 1.01
+    assert "forward" not in vars(t.model.layers[1]) and t.loss_fn is loss_fn
+
+
+def test_cnn_kernel_rows_time_both_twins():
+    from xptrain.bench import cnn
+
+    rows = cnn.kernel_rows(rounds=1)
+    assert [r["kernel"] for r in rows] == list(cnn.kernel_cases(np.random.default_rng(0)))
+    for r in rows:
+        assert r["numba_ms"] > 0 and r["speedup"] == pytest.approx(r["reference_ms"]
+                                                                   / r["numba_ms"])

@@ -36,6 +36,10 @@ def test_maxpool_twins(impl, shape, k, stride):
     rng = np.random.default_rng(case_seed(impl, shape, k, stride))
     x = rng.standard_normal(shape).astype(np.float32)
     x[0, 0, 0, 0] = x[0, 0, 1, 0] = 9.0  # a tie: the first maximum wins
+    x[-1, 1, 1, -1] = np.nan  # NaN wins its windows, as argmax
+    x[-1, 0, 0, 0] = np.inf
+    x[0, -1, -1, -1] = -np.inf
+    x[-1, -1, :, 0] = np.nan  # a window that is all NaN where the pooling reaches it
     oh, ow = (shape[1] - k) // stride + 1, (shape[2] - k) // stride + 1
     outs = []
     for name in (impl, "reference"):
