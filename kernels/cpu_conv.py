@@ -93,21 +93,27 @@ def _maxpool2_fwd(x, y, arg):
         for p in range(oh):
             r0, r1 = x[a, 2 * p], x[a, 2 * p + 1]
             for q in range(ow):
-                x0, x1, x2, x3 = r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1]
-                best, where = y[a, p, q], arg[a, p, q]
-                for ch in range(c):
-                    b, w = x0[ch], np.uint8(0)
-                    v = x1[ch]
-                    t = _takes(v, b)
-                    b, w = (v, np.uint8(1)) if t else (b, w)
-                    v = x2[ch]
-                    t = _takes(v, b)
-                    b, w = (v, np.uint8(2)) if t else (b, w)
-                    v = x3[ch]
-                    t = _takes(v, b)
-                    b, w = (v, np.uint8(3)) if t else (b, w)
-                    best[ch] = b
-                    where[ch] = w
+                max4(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], y[a, p, q],
+                     arg[a, p, q], c)
+
+
+@numba.njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def max4(v0, v1, v2, v3, best, where, n):
+    """best[:n], where[:n] = the maximum of v0[:n] ... v3[:n] and its index 0-3, elementwise
+    (a 2 x 2 window's four positions in order)."""
+    for m in range(n):
+        b, w = v0[m], np.uint8(0)
+        v = v1[m]
+        t = _takes(v, b)
+        b, w = (v, np.uint8(1)) if t else (b, w)
+        v = v2[m]
+        t = _takes(v, b)
+        b, w = (v, np.uint8(2)) if t else (b, w)
+        v = v3[m]
+        t = _takes(v, b)
+        b, w = (v, np.uint8(3)) if t else (b, w)
+        best[m] = b
+        where[m] = w
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -13,6 +13,7 @@ buffers, :mod:`.conv_ops`).
 import numba
 import numpy as np
 
+from .cpu_conv import max4
 from .winograd import tiles
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -114,12 +115,6 @@ def _output(M, th, tw, y):
                     y[a, 2 * ty + i, q] = Y[i, q % 2, q // 2]
 
 
-@numba.njit(inline="always", **_JIT)
-def _takes(v, best):
-    # as the max pooling's: strictly greater (the first maximum stays), or the first NaN
-    return (v > best) | ((v != v) & (best == best))
-
-
 @numba.njit(**_JIT)
 def _output_pool(M, th, tw, y, arg):
     # each whole tile is a 2 x 2 pooling window: its maximum and position, never the
@@ -130,21 +125,8 @@ def _output_pool(M, th, tw, y, arg):
     for a in range(n):
         for ty in range(ph):
             _output_row(M, (a * th + ty) * tw, tw, S, Y.reshape(2, 2, tw, f))
-            best, where = y[a, ty].reshape(-1), arg[a, ty].reshape(-1)
-            y00, y01, y10, y11 = Y[0, 0], Y[0, 1], Y[1, 0], Y[1, 1]
-            for m in range(pw * f):
-                b, w = y00[m], np.uint8(0)
-                v = y01[m]
-                t = _takes(v, b)
-                b, w = (v, np.uint8(1)) if t else (b, w)
-                v = y10[m]
-                t = _takes(v, b)
-                b, w = (v, np.uint8(2)) if t else (b, w)
-                v = y11[m]
-                t = _takes(v, b)
-                b, w = (v, np.uint8(3)) if t else (b, w)
-                best[m] = b
-                where[m] = w
+            max4(Y[0, 0], Y[0, 1], Y[1, 0], Y[1, 1], y[a, ty].reshape(-1),
+                 arg[a, ty].reshape(-1), pw * f)
 
 
 @numba.njit(**_JIT)
