@@ -265,7 +265,7 @@ def render(results):
                       ("final_accuracy", "final", "{:.2%}")])]
     if "cnn" in results:
         parts += ["", "CNN conv32-pool-conv64-pool-fc128 relu, SGD, batch 128 (steps: "
-                  "interleaved blocks of 20; epochs: full 60,000-image epochs, interleaved)",
+                  "interleaved blocks of 20; epochs: full epochs taking turns every 20 steps)",
                   table(results["cnn"], [("config", "config", "{}"),
                                          ("step_ms", "step ms", "{:.1f}"),
                                          ("train_samples_per_second", "samples/s", "{:,.0f}"),
