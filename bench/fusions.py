@@ -9,7 +9,8 @@ import json
 
 
 def runners(data, backend, model):
-    """name -> EngineRunner: all fusions, and each one removed."""
+    """name -> EngineRunner: all fusions, and each one removed; then SGD with momentum 0.9
+    (the CLI's SGD), with and without its fold."""
     from ..layers import Activation, Linear, WindowedLinear
     from ..model import Sequential
     from ..optim import SGD
@@ -17,9 +18,12 @@ def runners(data, backend, model):
 
     out = {name: EngineRunner(data, backend, "fused", **model, **kw) for name, kw in (
         ("all fusions", {}), ("no column window", {"zero_columns": "read"}),
-        ("no fold", {}), ("no bias+activation", {}))}
+        ("no fold", {}), ("no bias+activation", {}), ("momentum", {"momentum": 0.9}),
+        ("momentum, no fold", {"momentum": 0.9}))}
     t = out["no fold"].trainer
     t.optimizer = SGD(t.model, fold=False)
+    t = out["momentum, no fold"].trainer
+    t.optimizer = SGD(t.model, 0.9, fold=False)
     t = out["no bias+activation"].trainer
     n_in, width = t.model.n_in, model["hidden"][0]
     m = Sequential([WindowedLinear(n_in, width), Activation(model["activation"]),

@@ -156,3 +156,31 @@ def test_cnn_kernel_rows_time_both_twins():
     for r in rows:
         assert r["numba_ms"] > 0 and r["speedup"] == pytest.approx(r["reference_ms"]
                                                                    / r["numba_ms"])
+
+
+def test_fusion_runners_remove_one_fusion_each_and_train_alike(tiny_data, cpu):
+    """bench.fusions: each runner lacks exactly its fusion, and a fusion changes no result:
+    after an epoch each pair with and without it holds the same parameters."""
+    from xptrain.bench.fusions import runners
+    from xptrain.kernels import blas
+
+    # 784 x 24 = 18,816 weights: above the size where a fold pays
+    model = dict(hidden=(24,), activation="sigmoid", optimizer="sgd", lr=0.1, batch_size=32)
+    rs = runners(tiny_data, cpu, model)
+    fold = {k: r.trainer.optimizer.fold is not None for k, r in rs.items()}
+    can = blas.FOUND is not None
+    assert fold == {"all fusions": can, "no column window": can, "no fold": False,
+                    "no bias+activation": can, "momentum": can, "momentum, no fold": False}
+    kinds = {k: [type(layer).__name__ for layer in r.trainer.model.layers]
+             for k, r in rs.items()}
+    assert kinds["all fusions"] == ["WindowedDense", "Linear"]
+    assert kinds["no column window"] == ["Dense", "Linear"]
+    assert kinds["no bias+activation"] == ["WindowedLinear", "Activation", "Linear"]
+    for r in rs.values():
+        r.train_epoch()
+    params = {k: r.trainer.model.params for k, r in rs.items()}
+    for other in ("no column window", "no fold", "no bias+activation"):
+        np.testing.assert_allclose(params[other], params["all fusions"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(params["momentum, no fold"], params["momentum"], rtol=1e-4,
+                               atol=1e-6)
+    assert np.abs(params["momentum"] - params["all fusions"]).max() > 1e-3

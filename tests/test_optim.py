@@ -136,14 +136,16 @@ def _batch(model, seed):
     return rng.standard_normal((6, model.n_in)), rng.standard_normal((6, 2))
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("wd", [0.0, 0.05])
 @pytest.mark.parametrize("fold_min", [1, 12, 13])
 @pytest.mark.parametrize("window", [False, True])
-def test_sgd_folded_into_backward_is_the_same_step(mode, wd, fold_min, window):
-    """Plain SGD folds the weights' step into their gradient products: the step equals
-    backward + the separate update (the formula of test_sgd_formula), and the folded
-    weights' gradients are not written. With a windowed first layer, the rows outside the
-    window only decay."""
+def test_sgd_folded_into_backward_is_the_same_step(mode, momentum, wd, fold_min, window):
+    """SGD folds the weights' step into their gradient products (plain SGD into the
+    weights, momentum SGD into their velocity): the step equals backward + the separate
+    update (the formula of test_sgd_formula), velocities included, and the folded weights'
+    gradients are not written. With a windowed first layer, the rows outside the window
+    get no gradient (they only decay, and their velocity only shrinks)."""
     from xptrain.builders import assemble, mlp_entries
     from xptrain.model import Sequential
 
@@ -152,8 +154,8 @@ def test_sgd_folded_into_backward_is_the_same_step(mode, wd, fold_min, window):
         return Sequential(layers, 3, np, 0, np.float64, kernels.resolve("cpu", mode))
 
     folded, plain = model_(), model_()
-    opt_f = SGD(folded, weight_decay=wd, fold_min_size=fold_min)
-    opt_p = SGD(plain, weight_decay=wd, fold=False)
+    opt_f = SGD(folded, momentum, weight_decay=wd, fold_min_size=fold_min)
+    opt_p = SGD(plain, momentum, weight_decay=wd, fold=False)
     n = opt_f.fold.n_folded if opt_f.fold else 0
     assert n == ({1: 12 + 8, 12: 12, 13: 0}[fold_min] if mode == "fused" and CAN_FOLD else 0)
     for step, lr in enumerate([0.1, 0.05, 0.02]):
@@ -166,6 +168,9 @@ def test_sgd_folded_into_backward_is_the_same_step(mode, wd, fold_min, window):
             opt.backward_step(gy.copy(), lr)
         np.testing.assert_allclose(folded.params, plain.params, rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(folded.grads[n:], plain.grads[n:], rtol=1e-12, atol=1e-13)
+        for name in opt_p.state_names:
+            np.testing.assert_allclose(opt_f.state[name], opt_p.state[name], rtol=1e-12,
+                                       atol=1e-13)
         assert (folded.grads[:n] == 7.0).all()
         assert opt_f.t == opt_p.t == step + 1
 
@@ -174,7 +179,9 @@ def test_fold_only_where_it_is_the_same_formula():
     model, _ = setup("fused")
     assert SGD(model).fold is None  # weights of 12 and 8 entries: below the size where it pays
     assert (SGD(model, fold_min_size=1).fold is not None) == CAN_FOLD
-    assert SGD(model, momentum=0.9, fold_min_size=1).fold is None  # needs the gradient
+    assert (SGD(model, momentum=0.9, fold_min_size=1).fold is not None) == CAN_FOLD
+    # Nesterov's step needs the gradient itself, which a fold never writes
+    assert SGD(model, momentum=0.9, nesterov=True, fold_min_size=1).fold is None
     assert SGD(model, fold=False, fold_min_size=1).fold is None
     from xptrain.builders import assemble, parse_entries
     from xptrain.model import Sequential
