@@ -22,7 +22,7 @@ import time
 
 from .peers import TorchRunner, available
 from .report import write_results
-from .timing import interleaved, set_threads, summary, time_call
+from .timing import epochs_in_turns, interleaved, set_threads, summary
 from .training import EngineRunner
 
 CNN_MODEL = dict(model="cnn", activation="relu", optimizer="sgd", lr=0.05, batch_size=128)
@@ -46,7 +46,7 @@ def compare(rs, rounds, steps, epochs, whole_epochs=0):
                          rounds, warmup=1)
     rows = {n: {"step_ms": summary(v)["median"] / steps * 1e3,
                 "step_spread": summary(v)["spread"]} for n, v in blocks.items()}
-    for n, v in _epochs_by_blocks(rs, epochs, steps).items():
+    for n, v in epochs_in_turns(rs, epochs, steps).items():
         rows[n].update(epoch_s=summary(v)["median"], epochs=[round(t, 2) for t in v])
     if whole_epochs:
         full = interleaved({n: r.train_epoch for n, r in rs.items()}, whole_epochs, warmup=0)
@@ -61,23 +61,6 @@ def compare(rs, rounds, steps, epochs, whole_epochs=0):
                 if key in row:
                     row[f"vs_torch_{key[:-2]}"] = peer[key] / row[key]
     return rows
-
-
-def _epochs_by_blocks(rs, epochs, steps):
-    """name -> seconds of each of ``epochs`` epochs (every contender's steps per epoch),
-    the contenders taking turns every ``steps`` steps."""
-    out = {n: [] for n in rs}
-    for _ in range(epochs):
-        spent, done = dict.fromkeys(rs, 0.0), 0
-        total = max(r.steps_per_epoch for r in rs.values())
-        while done < total:
-            k = min(steps, total - done)
-            for n, r in rs.items():
-                spent[n] += time_call(lambda r=r: r.train_steps(k))
-            done += k
-        for n in rs:
-            out[n].append(spent[n])
-    return out
 
 
 def profile_engine(runner, steps):

@@ -28,19 +28,40 @@ def samples(fn, repeats=30, warmup=3, sync=None, inner=1):
     return [time_call(block, sync) / inner for _ in range(repeats)]
 
 
-def interleaved(fns, rounds=5, warmup=1, sync=None):
+def interleaved(fns, rounds=5, warmup=1, sync=None, alternate=False):
     """Time each of ``fns`` (name -> callable) in turn, A B A B ..., after ``warmup`` rounds.
 
-    Interleaving spreads the noise of a busy machine over every contender alike.
-    Returns name -> list of seconds.
+    Interleaving spreads the noise of a busy machine over every contender alike;
+    ``alternate=True`` runs every other round in reverse order (A B C C B A ...), so no
+    contender always runs right after the same other one (a thread pool still spinning,
+    a cache another one filled). Returns name -> list of seconds.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     out = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    items = list(fns.items())
+    for r in range(rounds):
+        for name, fn in (items[::-1] if alternate and r % 2 else items):
             out[name].append(time_call(fn, sync))
+    return out
+
+
+def epochs_in_turns(rs, epochs, steps):
+    """name -> seconds of each of ``epochs`` epochs of the runners ``rs`` (name -> an
+    object with ``train_steps(n)`` and ``steps_per_epoch``), the runners taking turns
+    every ``steps`` steps: a slow spell of a noisy machine lands on all of them alike."""
+    out = {n: [] for n in rs}
+    for _ in range(epochs):
+        spent, done = dict.fromkeys(rs, 0.0), 0
+        total = max(r.steps_per_epoch for r in rs.values())
+        while done < total:
+            k = min(steps, total - done)
+            for n, r in rs.items():
+                spent[n] += time_call(lambda r=r: r.train_steps(k))
+            done += k
+        for n in rs:
+            out[n].append(spent[n])
     return out
 
 

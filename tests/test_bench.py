@@ -46,6 +46,10 @@ def test_summary_and_interleaving_order():
     out = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                       rounds=2, warmup=1)
     assert calls == ["a", "b"] * 3 and len(out["a"]) == 2
+    calls.clear()
+    interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                rounds=3, warmup=0, alternate=True)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
     s = summary([1.0, 2.0, 3.0, 4.0, 100.0])
     assert s["median"] == 3.0 and s["min"] == 1.0 and s["spread"] > 0
 
@@ -184,3 +188,12 @@ def test_fusion_runners_remove_one_fusion_each_and_train_alike(tiny_data, cpu):
     np.testing.assert_allclose(params["momentum, no fold"], params["momentum"], rtol=1e-4,
                                atol=1e-6)
     assert np.abs(params["momentum"] - params["all fusions"]).max() > 1e-3
+
+
+def test_against_tree_names_a_folder_that_is_not_an_old_tree(tmp_path):
+    """bench.against_tree needs a checkout with top-level engine/kernels/bench packages."""
+    (tmp_path / "engine").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "xptrain.bench.against_tree", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"{tmp_path.resolve()} has no kernels, bench package folder" in proc.stderr
