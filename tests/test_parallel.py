@@ -71,6 +71,10 @@ def steps_of(tmp_path, config, ranks):
          schedule="constant"),
     dict(optimizer="adam", lr=2e-3, hidden=(12, 8), batch_size=32, dropout=0.3),
     dict(optimizer="adam", lr=2e-3, hidden=(12,), batch_size=32, augment=True, elastic=1.0),
+    # 784 x 128 weights: one rank folds the momentum step into the gradient product, N
+    # ranks reduce the gradient first and update apart
+    dict(optimizer="sgd", momentum=0.9, lr=0.05, hidden=(128,), batch_size=32,
+         schedule="constant"),
 ])
 def test_two_and_three_ranks_follow_one_rank(tmp_path, config):
     """After each of 6 steps (an uneven last batch of 2 rows: with 3 ranks one gets none)
