@@ -40,13 +40,13 @@ def _build():
     # CuPy orders work on its own stream; the per-launch host sync Numba adds by default
     # (NUMBA_CUDA_ARRAY_INTERFACE_SYNC=1) would stall the host every step.
     config.CUDA_ARRAY_INTERFACE_SYNC = False
-    _kernels.update(**_loss_and_activation_kernels(), **_update_and_gather_kernels(),
+    _kernels.update(**_loss_kernels(), **_activation_kernels(), **_update_and_gather_kernels(),
                     warp=_warp_kernel(), cuda=cuda)
     return _kernels
 
 
-def _loss_and_activation_kernels():
-    """The softmax-CE, activation and column-sum kernels (``cuda`` imported by _build)."""
+def _loss_kernels():
+    """The softmax-CE kernel (``cuda`` imported by _build)."""
     @cuda.jit
     def softmax_ce_fwd_bwd(x, t, row_loss, gx, inv_n):
         # inv_n arrives as a NumPy scalar of x's dtype, so float32 math stays float32.
@@ -76,6 +76,11 @@ def _loss_and_activation_kernels():
         if k >= 0:
             gx[i, k] -= inv_n
 
+    return dict(softmax_ce=softmax_ce_fwd_bwd)
+
+
+def _activation_kernels():
+    """The activation and column-sum kernels (``cuda`` imported by _build)."""
     @cuda.jit
     def bias_act(x, b, kind, one):
         # kind: 0 sigmoid, 1 relu, 2 tanh; b has x's column count, or 0 entries for no bias
@@ -113,8 +118,7 @@ def _loss_and_activation_kernels():
                 s += g[i, j]
             out[j] = s
 
-    return dict(softmax_ce=softmax_ce_fwd_bwd, bias_act=bias_act, act_bwd=act_bwd,
-                column_sum=column_sum)
+    return dict(bias_act=bias_act, act_bwd=act_bwd, column_sum=column_sum)
 
 
 def _update_and_gather_kernels():
