@@ -202,3 +202,24 @@ def test_resume_refuses_other_data(tiny_data, cpu, tmp_path):
     checkpoint.save(t.checkpoint_path, params, optim, meta)
     with pytest.raises(CheckpointError, match="records no data checksum"):
         Trainer.resume(t.checkpoint_path, tiny_data, cpu, log=lambda s: None)
+
+
+def test_resume_of_a_folded_momentum_run(tiny_data, cpu, tmp_path):
+    """The folded momentum step keeps its velocity in the optimizer state like the separate
+    step: a run stopped mid-epoch and resumed ends exactly where the uninterrupted run
+    ends (784 x 32 weights: above the size where the step folds)."""
+    from xptrain.kernels import blas
+
+    kw = dict(optimizer="sgd", momentum=0.9, weight_decay=1e-3, hidden=(32,), epochs=2)
+    full = make(tiny_data, cpu, tmp_path / "full", **kw)
+    assert (full.optimizer.fold is not None) == (blas.FOUND is not None)
+    full.fit()
+    part = make(tiny_data, cpu, tmp_path / "part", **kw)
+    _interrupt_after(part, 13)
+    with pytest.raises(TrainingInterrupted) as info:
+        part.fit()
+    resumed = Trainer.resume(info.value.path, tiny_data, cpu, log=lambda s: None)
+    resumed.fit()
+    np.testing.assert_array_equal(resumed.model.params, full.model.params)
+    np.testing.assert_array_equal(resumed.optimizer.state["velocity"],
+                                  full.optimizer.state["velocity"])
