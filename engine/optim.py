@@ -71,10 +71,10 @@ class Optimizer:
 class SGD(Optimizer):
     """v = mu v + (g + wd p); p -= lr (g + wd p + mu v) with Nesterov, else p -= lr v.
 
-    Without Nesterov, and where the ops have a GEMM of their own (NumPy's BLAS from Numba),
-    :meth:`backward_step` folds the step of the large weights that open the flat buffer
-    into their gradient products (:class:`FoldedSGD`). ``fold=False`` keeps the separate
-    update.
+    Where the ops have a GEMM of their own (NumPy's BLAS from Numba, cuBLAS), plain SGD,
+    and on the CPU momentum SGD without Nesterov, fold the step of the large weights that
+    open the flat buffer into their gradient products in :meth:`backward_step`
+    (:class:`FoldedSGD`). ``fold=False`` keeps the separate update.
     """
 
     state_names = ("velocity",)
@@ -88,7 +88,11 @@ class SGD(Optimizer):
         if momentum == 0:
             self.state_names = ()
         super().__init__(model, weight_decay)
-        can = fold and not nesterov and "gemm" in self.ops.own
+        # With momentum the fold adds a launch per folded weight (the velocity's apply):
+        # cheaper on the CPU (measured), not measured on a GPU, where a launch costs more
+        # than the pass it saves: there only plain SGD folds.
+        can = (fold and not nesterov and "gemm" in self.ops.own
+               and (momentum == 0 or self.ops.device == "cpu"))
         velocity = self.state.get("velocity")
         self.fold = (FoldedSGD(model, weight_decay, momentum, velocity, fold_min_size)
                      if can else None)

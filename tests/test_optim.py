@@ -131,6 +131,18 @@ def test_no_fold_without_a_gemm_of_the_ops_own(mode):
     assert ("gemm" in model.ops.own) == (mode == "fused" and CAN_FOLD)
 
 
+def test_momentum_folds_on_the_cpu_only():
+    """On a GPU the momentum fold would add a launch per folded weight: not done there."""
+    import copy
+
+    model, _ = setup("fused")
+    gpu_like = copy.copy(model.ops)
+    gpu_like.device = "cuda"
+    model.ops = gpu_like
+    assert (SGD(model, fold_min_size=1).fold is not None) == CAN_FOLD
+    assert SGD(model, momentum=0.9, fold_min_size=1).fold is None
+
+
 def _batch(model, seed):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((6, model.n_in)), rng.standard_normal((6, 2))
