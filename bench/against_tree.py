@@ -10,8 +10,9 @@ Two configurations of 784-128-10 sigmoid at batch 128: plain SGD lr 0.1 (the ben
 JSON: each contender's median and best epoch, and from each of the two this tree's time
 over the old one's and PyTorch's over each. Whole epochs, interleaved, every other round in
 reverse order: taking turns every few steps instead made whoever followed PyTorch pay for
-its still-spinning OpenMP threads. The best epoch is the quiet machine's figure; the median
-mixes in the slow spells of a shared host (there PyTorch loses less than the engine).
+its still-spinning OpenMP threads. Read the medians: on a shared host the best epochs are
+single outliers (PyTorch's best momentum epoch came out faster than its best plain one,
+which does less work).
 """
 
 import argparse

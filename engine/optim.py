@@ -130,23 +130,26 @@ class FoldedSGD:
     def __init__(self, model, weight_decay, momentum=0.0, velocity=None,
                  min_size=FOLD_MIN_SIZE):
         self.model, self.weight_decay, self.n_folded = model, weight_decay, 0
-        self.folded = {}  # id(W) -> W's velocity view, None without momentum
+        # id(W) -> None without momentum, else (V as W's shape, W flat, V flat): the views
+        # a step uses, made once
+        self.folded = {}
         for slot in sorted(model.slots, key=lambda s: s[4]):
             _, _, name, shape, start, stop = slot
             if (start != self.n_folded or name != "W" or stop - start < min_size
                     or not model.layers[slot[1]].folds):
                 break
-            view = velocity[start:stop].reshape(shape) if momentum else None
-            self.folded[id(model.param_view(slot))] = view
+            views = ((velocity[start:stop].reshape(shape), model.params[start:stop],
+                      velocity[start:stop]) if momentum else None)
+            self.folded[id(model.param_view(slot))] = views
             self.n_folded = stop
         self.default = model.sink
         self.alpha = self.beta = self.lr = None
-        t = model.dtype.type  # the rest of the buffer, and the decay among it
-        n = self.n_folded
-        rest_v = velocity[n:] if momentum else model.params[:0]
-        self.rest = (model.params[n:], model.grads[n:], rest_v, t(momentum), t(weight_decay),
-                     max(model.n_decay - n, 0))
-        self.momentum = t(momentum)
+        t = model.dtype.type
+        self.momentum, self.zero, self.empty = t(momentum), t(0), model.params[:0]
+        n = self.n_folded  # the rest of the buffer, and the decay among it
+        rest_v = velocity[n:] if momentum else self.empty
+        self.rest = (model.params[n:], model.grads[n:], rest_v, self.momentum,
+                     t(weight_decay), max(model.n_decay - n, 0))
 
     def sink(self, lr):
         """This step's sink (see :mod:`.layers`)."""
@@ -159,26 +162,28 @@ class FoldedSGD:
         return self
 
     def __call__(self, a, b, W, gW, rows=None):
-        V = self.folded.get(id(W), False)
-        if V is False:
+        views = self.folded.get(id(W), False)
+        if views is False:
             self.default(a, b, W, gW, rows)
             return
-        target = W if V is None else V
-        lo, hi = rows or (0, W.shape[0])
+        target = W if views is None else views[0]
+        n_rows = W.shape[0]
+        lo, hi = rows or (0, n_rows)
         if hi > lo:
             self.model.ops.gemm(a, b, target[lo:hi], self.alpha, self.beta)
         if self.beta != 1:  # decay alone where the input was zero
-            target[:lo] *= self.beta
-            target[hi:] *= self.beta
-        if V is not None:
-            self._apply_velocity(W.reshape(-1), V.reshape(-1))
+            if lo:
+                target[:lo] *= self.beta
+            if hi < n_rows:
+                target[hi:] *= self.beta
+        if views is not None:
+            self._apply_velocity(*views[1:])
 
     def _apply_velocity(self, w, v):
         """``v += wd w; w -= lr v`` (the gradient ``a @ b`` is already in ``v``)."""
-        ops, t, empty = self.model.ops, w.dtype.type, w[:0]
-        zero = t(0)
+        ops, zero, empty = self.model.ops, self.zero, self.empty
         if self.weight_decay:  # an axpy as the update kernel: v -= (-wd) w
-            ops.sgd_update(v, w, empty, t(-self.weight_decay), zero, False, zero, 0)
+            ops.sgd_update(v, w, empty, w.dtype.type(-self.weight_decay), zero, False, zero, 0)
         ops.sgd_update(w, v, empty, self.lr, zero, False, zero, 0)
 
     def update_rest(self, lr):
